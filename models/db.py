@@ -1,0 +1,76 @@
+"""Engines, sessions and migrations for the store (SQLite by default, PostgreSQL in production)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+_engines: dict[tuple[str, int], Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(url: str) -> Engine:
+    """One engine per URL per process: a forked worker never reuses its parent's connections."""
+    key = (url, os.getpid())
+    with _engines_lock:
+        if key not in _engines:
+            _engines[key] = _create_engine(url)
+        return _engines[key]
+
+
+def _create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL keeps the file consistent for readers from other processes while a writer commits;
+    # busy_timeout makes concurrent workers queue instead of failing with "database is locked".
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(connection) -> None:
+    # Take the write lock at BEGIN, so two processes never both read then fail to upgrade a lock.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def session_factory(url: str) -> sessionmaker[Session]:
+    return sessionmaker(get_engine(url), expire_on_commit=False)
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def migrate(url: str) -> None:
+    """Bring the store's schema to the newest migration (safe to run any number of times)."""
+    command.upgrade(alembic_config(url), "head")
+
+
+def is_current(url: str) -> bool:
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    with get_engine(url).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision() == head

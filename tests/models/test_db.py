@@ -1,0 +1,29 @@
+"""Migrations: safe when several processes start on the same fresh store at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.db import is_current
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh.db'}"
+    return request.getfixturevalue("postgres_server").new_database()
+
+
+def test_concurrent_migrations_all_succeed(fresh_store: str) -> None:
+    script = "import sys; from models.db import migrate; migrate(sys.argv[1])"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, fresh_store], stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    failures = [error for process in processes if (error := process.communicate(timeout=120)[1]) and process.returncode]
+    assert failures == []
+    assert is_current(fresh_store)
