@@ -1,0 +1,96 @@
+"""Shared fixtures: a real local upstream, and stores on SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from models.db import migrate, session_factory
+from tests.servers import PostgresServer, RedisServer
+from tests.upstream import Upstream
+from worker.catalogue import Catalogue, load_catalogue
+from worker.context import SyncContext
+from worker.settings import DEFAULT_CATALOGUE, Settings, get_settings
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def expected_result(key: str) -> dict:
+    return json.loads((FIXTURES / "expected" / f"{key}.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test sees the developer's DATASYNC_* variables or a cached Settings."""
+    for name in list(os.environ):
+        if name.startswith("DATASYNC_") or name == "RCPCH_API_KEY":
+            monkeypatch.delenv(name)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    with Upstream() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    server = PostgresServer(tmp_path_factory.mktemp("postgres") / "data")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty, migrated store: once on SQLite, once on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("postgres_server").new_database()
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def settings(store_url: str, upstream: Upstream) -> Settings:
+    return Settings(
+        database_url=store_url, url_rewrites=upstream.rewrites(), host_rate_per_second=1000, host_concurrency=8
+    )
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> Iterator[SyncContext]:
+    context = SyncContext.from_settings(settings)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def sessions(ctx: SyncContext):
+    return ctx.sessions
+
+
+@pytest.fixture(scope="session")
+def catalogue() -> Catalogue:
+    return load_catalogue(DEFAULT_CATALOGUE)
+
+
+@pytest.fixture
+def sqlite_sessions(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'unit.db'}"
+    migrate(url)
+    return session_factory(url)

@@ -1,0 +1,167 @@
+"""A real local HTTP upstream for tests and demos: serves the fixture tree, with scripted faults.
+
+Paths mirror the real hosts (``/www.datadictionary.nhs.uk/data_elements/x.html``), so
+``DATASYNC_URL_REWRITES`` maps production URLs onto it. Files are served with ETag and
+Last-Modified and honour conditional requests. Tests can replace a file's body, or queue scripted
+responses (status codes, redirects, slow or huge bodies) for a path.
+
+Run it by hand for a demo: ``python -m tests.upstream --port 8765`` prints the rewrite to use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import ssl
+import threading
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "upstream"
+HOSTS = ("www.datadictionary.nhs.uk", "api.rcpch.ac.uk")
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json"}
+
+
+@dataclass
+class Scripted:
+    """One canned response; ``body`` None means 'serve the file as usual'."""
+
+    status: int = 200
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+class Upstream:
+    def __init__(self, root: Path = FIXTURES, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        self.root = root
+        self.bodies: dict[str, bytes] = {}
+        self.scripts: dict[str, list[Scripted]] = {}
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None  # clients hanging up early is a test scenario
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.scheme = "https" if tls else "http"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Upstream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
+
+    def rewrites(self) -> str:
+        """The ``DATASYNC_URL_REWRITES`` value that sends every production host here."""
+        return ",".join(f"https://{host}={self.base_url}/{host}" for host in HOSTS)
+
+    def url_path(self, url: str) -> str:
+        """The local path serving a production URL."""
+        parts = urlsplit(url)
+        return f"/{parts.hostname}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+
+    def set_body(self, url: str, body: bytes) -> None:
+        with self.lock:
+            self.bodies[self.url_path(url)] = body
+
+    def script(self, url: str, *responses: Scripted) -> None:
+        with self.lock:
+            self.scripts.setdefault(self.url_path(url), []).extend(responses)
+
+    def hits(self, url: str) -> list[dict[str, str]]:
+        path = self.url_path(url)
+        with self.lock:
+            return [headers for requested, headers in self.requests if requested == path]
+
+    def body_for(self, path: str) -> bytes | None:
+        if path in self.bodies:
+            return self.bodies[path]
+        file = self._file_for(path)
+        return file.read_bytes() if file and file.is_file() else None
+
+    def _file_for(self, path: str) -> Path | None:
+        parts = urlsplit(path)
+        relative = parts.path.lstrip("/")
+        if relative.endswith("/") or not relative:
+            page = parse_qs(parts.query).get("page", ["1"])[0]
+            name = "index.json" if page == "1" else f"index.page-{page}.json"
+            relative += name
+        file = (self.root / relative).resolve()
+        return file if file.is_relative_to(self.root.resolve()) else None
+
+
+def _handler_for(upstream: Upstream) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            with upstream.lock:
+                upstream.requests.append((self.path, dict(self.headers)))
+                queue = upstream.scripts.get(self.path)
+                scripted = queue.pop(0) if queue else None
+            if scripted and scripted.delay:
+                threading.Event().wait(scripted.delay)
+            if scripted and scripted.body is not None or scripted and scripted.status != 200:
+                self._send(scripted.status, scripted.body or b"", scripted.headers)
+                return
+            body = upstream.body_for(self.path)
+            if body is None:
+                self._send(404, b'{"detail": "Not found."}', {"Content-Type": "application/json"})
+                return
+            self._send_file(body, scripted.headers if scripted else {})
+
+        def _send_file(self, body: bytes, extra: dict[str, str]) -> None:
+            etag = extra.get("ETag") or '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+            headers = {
+                "Content-Type": CONTENT_TYPES.get(
+                    Path(urlsplit(self.path).path).suffix or ".json", "application/octet-stream"
+                ),
+                "ETag": etag,
+                "Last-Modified": formatdate(0, usegmt=True),
+                **extra,
+            }
+            if self.headers.get("If-None-Match") == etag:
+                self._send(304, b"", {"ETag": etag})
+                return
+            self._send(200, body, headers)
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            if "Content-Length" not in headers:
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if status != 304:
+                self.wfile.write(body)
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--root", type=Path, default=FIXTURES)
+    args = parser.parse_args()
+    with Upstream(args.root, args.port) as upstream:
+        print(f"serving {args.root} at {upstream.base_url}")
+        print(f"export DATASYNC_URL_REWRITES='{upstream.rewrites()}'", flush=True)
+        upstream.thread.join()
+
+
+if __name__ == "__main__":
+    main()
