@@ -1,0 +1,239 @@
+"""The one way datasync talks to upstreams: a shared, polite, hardened HTTP client.
+
+Every request goes through :meth:`HttpClient.get`, which applies the URL rewrites, the per-host
+throttle, timeouts, the redirect allow-list, the response-size cap and conditional headers, and
+turns every failure into a :class:`~scrapers.errors.SyncError` that says what went wrong and where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3
+
+from scrapers.errors import PermanentError, TransientError
+
+MAX_REDIRECTS = 5
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What the upstream told us last time, for a conditional request."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass
+class Document:
+    url: str
+    body: bytes
+    content_type: str = ""
+    charset: str | None = None
+    validators: Validators = field(default_factory=Validators)
+
+
+class NotModified(Exception):
+    """The upstream answered 304: what we have is current."""
+
+
+class Throttle(Protocol):
+    def slot(self, host: str) -> contextlib.AbstractContextManager[None]: ...
+
+
+class NoThrottle:
+    @contextlib.contextmanager
+    def slot(self, host: str) -> Iterator[None]:
+        yield
+
+
+class UrlRewrites:
+    """``FROM=TO`` URL-prefix rewrites (mirrors, proxies, air-gapped networks), fetch side only."""
+
+    def __init__(self, spec: str = "") -> None:
+        self.pairs: list[tuple[str, str]] = []
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            source, sep, target = item.partition("=")
+            if not sep or not source.strip() or not target.strip():
+                raise ValueError(f"DATASYNC_URL_REWRITES: {item!r} is not of the form FROM=TO")
+            self.pairs.append((source.strip(), target.strip()))
+
+    def apply(self, url: str) -> str:
+        for source, target in self.pairs:
+            if url.startswith(source):
+                return target + url[len(source) :]
+        return url
+
+    def undo(self, url: str) -> str:
+        """Map a fetched URL back to the canonical one (to judge redirects by the real host)."""
+        for source, target in self.pairs:
+            if url.startswith(target):
+                return source + url[len(target) :]
+        return url
+
+
+def host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+class HttpClient:
+    def __init__(
+        self,
+        *,
+        user_agent: str,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        max_bytes: int = 5 * 1024 * 1024,
+        rewrites: UrlRewrites | None = None,
+        throttle: Throttle | None = None,
+    ) -> None:
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = user_agent
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_bytes = max_bytes
+        self.rewrites = rewrites or UrlRewrites()
+        self.throttle = throttle or NoThrottle()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def get(
+        self,
+        url: str,
+        *,
+        allowed_hosts: frozenset[str],
+        headers: dict[str, str] | None = None,
+        validators: Validators | None = None,
+        accept: str = "*/*",
+    ) -> Document:
+        """GET ``url`` (canonical form); raises ``NotModified`` on 304."""
+        request_headers = {"Accept": accept, **(headers or {})}
+        if validators and validators.etag:
+            request_headers["If-None-Match"] = validators.etag
+        if validators and validators.last_modified:
+            request_headers["If-Modified-Since"] = validators.last_modified
+        canonical = url
+        for hop in range(MAX_REDIRECTS + 1):
+            _check_url(canonical, allowed_hosts, redirected_from=url if hop else None)
+            with self.throttle.slot(host_of(canonical)):  # held until the body is read, not just the headers
+                response = self._request(canonical, request_headers)
+                if not response.is_redirect:
+                    return self._read(canonical, response)
+                location = response.headers.get("Location", "")
+                response.close()
+            canonical = self.rewrites.undo(urljoin(self.rewrites.apply(canonical), location))
+        raise PermanentError("redirect", f"{url}: more than {MAX_REDIRECTS} redirects")
+
+    def _request(self, canonical: str, headers: dict[str, str]) -> requests.Response:
+        target = self.rewrites.apply(canonical)
+        try:
+            return self.session.get(target, headers=headers, timeout=self.timeout, stream=True, allow_redirects=False)
+        except requests.Timeout as exc:
+            raise TransientError("timeout", f"{canonical}: timed out ({exc.__class__.__name__})") from exc
+        except requests.exceptions.SSLError as exc:
+            raise PermanentError("tls", f"{canonical}: TLS verification failed: {exc}") from exc
+        except requests.ConnectionError as exc:
+            raise TransientError("connection", f"{canonical}: could not connect ({_short(exc)})") from exc
+        except requests.RequestException as exc:
+            raise PermanentError("request", f"{canonical}: request failed: {_short(exc)}") from exc
+
+    def _read(self, canonical: str, response: requests.Response) -> Document:
+        with response:
+            if response.status_code == 304:
+                raise NotModified(canonical)
+            _raise_for_status(canonical, response)
+            body = self._read_capped(canonical, response)
+            content_type = response.headers.get("Content-Type", "")
+            return Document(
+                url=canonical,
+                body=body,
+                content_type=content_type.split(";")[0].strip().lower(),
+                charset=_charset(content_type),
+                validators=Validators(response.headers.get("ETag"), response.headers.get("Last-Modified")),
+            )
+
+    def _read_capped(self, canonical: str, response: requests.Response) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            raise PermanentError("too_large", f"{canonical}: {declared} bytes declared, limit {self.max_bytes}")
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in _stream(canonical, response):
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise PermanentError(
+                    "too_large", f"{canonical}: body exceeds {self.max_bytes} bytes (after decompression)"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _stream(url: str, response: requests.Response) -> Iterator[bytes]:
+    try:
+        yield from response.raw.stream(64 * 1024, decode_content=True)
+    except urllib3.exceptions.DecodeError as exc:
+        raise PermanentError("decode", f"{url}: compressed body is corrupt: {_short(exc)}") from exc
+    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+        raise TransientError("connection", f"{url}: body could not be read: {_short(exc)}") from exc
+
+
+def _check_url(url: str, allowed_hosts: frozenset[str], redirected_from: str | None = None) -> None:
+    where = f"{redirected_from}: redirected to {url}" if redirected_from else url
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise PermanentError(
+            "redirect" if redirected_from else "bad_url", f"{where}: only http and https URLs are fetched"
+        )
+    if host_of(url) not in allowed_hosts:
+        allowed = ", ".join(sorted(allowed_hosts))
+        raise PermanentError("redirect", f"{where}: host {host_of(url)!r} is not allowed for this source ({allowed})")
+
+
+def _raise_for_status(url: str, response: requests.Response) -> None:
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    reason = f"{url}: HTTP {status} {response.reason or ''}".strip()
+    if status in RETRYABLE_STATUSES:
+        raise TransientError(
+            f"http_{status}", reason, retry_after=parse_retry_after(response.headers.get("Retry-After"))
+        )
+    if status == 403:
+        raise PermanentError(
+            "http_403",
+            f"{reason}: the upstream refused us (it may block non-browser clients; "
+            "check DATASYNC_USER_AGENT and any API key)",
+        )
+    raise PermanentError(f"http_{status}", reason)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait, from either form of Retry-After (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+def _charset(content_type: str) -> str | None:
+    match = re.search(r"charset\s*=\s*\"?([\w.:-]+)", content_type, re.IGNORECASE)
+    return match.group(1).lower() if match else None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,0 +1,116 @@
+"""Politeness per host: concurrency and rate limits, in one process and across processes (Redis)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from scrapers.errors import TransientError
+from scrapers.throttle import HostLimit, HostLimits, LocalThrottle, RedisThrottle
+from tests.servers import RedisServer
+
+
+def measure(throttle, host: str, requests: int, hold: float, workers: int = 8) -> tuple[int, list[float]]:
+    """Run requests through the throttle; return peak concurrency and start times."""
+    lock = threading.Lock()
+    in_flight = peak = 0
+    starts: list[float] = []
+
+    def one(_: int) -> None:
+        nonlocal in_flight, peak
+        with throttle.slot(host):
+            with lock:
+                in_flight += 1
+                peak = max(peak, in_flight)
+                starts.append(time.monotonic())
+            time.sleep(hold)
+            with lock:
+                in_flight -= 1
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(requests)))
+    return peak, sorted(starts)
+
+
+def test_host_limits_parse_overrides() -> None:
+    limits = HostLimits(HostLimit(2, 2.0), "api.rcpch.ac.uk=4:10, www.datadictionary.nhs.uk=1:0.5")
+    assert limits.for_host("api.rcpch.ac.uk") == HostLimit(4, 10.0)
+    assert limits.for_host("www.datadictionary.nhs.uk") == HostLimit(1, 0.5)
+    assert limits.for_host("elsewhere.org") == HostLimit(2, 2.0)
+    with pytest.raises(ValueError, match="host=concurrency:rate"):
+        HostLimits(HostLimit(2, 2.0), "badspec")
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("kind", ["local", "redis"])
+def test_concurrency_is_capped_per_host(kind: str, redis_server: RedisServer) -> None:
+    limits = HostLimits(HostLimit(2, 1000.0))
+    throttle = LocalThrottle(limits) if kind == "local" else RedisThrottle(redis_server.url(), limits)
+    peak, _ = measure(throttle, f"{kind}-concurrency.example", requests=12, hold=0.05)
+    assert peak == 2
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("kind", ["local", "redis"])
+def test_request_starts_are_spaced_by_the_rate(kind: str, redis_server: RedisServer) -> None:
+    limits = HostLimits(HostLimit(8, 20.0))
+    throttle = LocalThrottle(limits) if kind == "local" else RedisThrottle(redis_server.url(), limits)
+    _, starts = measure(throttle, f"{kind}-rate.example", requests=10, hold=0.0)
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 0.045  # 20/s: one start every 50 ms (a little slack for clocks)
+    assert starts[-1] - starts[0] >= 0.44
+
+
+@pytest.mark.redis
+def test_redis_budget_is_shared_between_separate_throttles(redis_server: RedisServer) -> None:
+    """Two RedisThrottle objects stand for two worker processes: they share one budget."""
+    limits = HostLimits(HostLimit(1, 1000.0))
+    first, second = RedisThrottle(redis_server.url(), limits), RedisThrottle(redis_server.url(), limits)
+    lock = threading.Lock()
+    in_flight = peak = 0
+
+    def one(throttle: RedisThrottle) -> None:
+        nonlocal in_flight, peak
+        with throttle.slot("shared.example"):
+            with lock:
+                in_flight += 1
+                peak = max(peak, in_flight)
+            time.sleep(0.05)
+            with lock:
+                in_flight -= 1
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(one, [first, second] * 4))
+    assert peak == 1
+
+
+@pytest.mark.redis
+def test_waiting_too_long_for_a_slot_is_a_transient_error(redis_server: RedisServer) -> None:
+    throttle = RedisThrottle(redis_server.url(), HostLimits(HostLimit(1, 1000.0)), wait_limit=0.3)
+    with throttle.slot("busy.example"), pytest.raises(TransientError) as caught, throttle.slot("busy.example"):
+        pass
+    assert caught.value.kind == "throttled"
+    with throttle.slot("busy.example"):  # released again once the holder is done
+        pass
+
+
+def test_an_unreachable_redis_is_a_transient_error_not_a_crash() -> None:
+    from worker.embedded import free_port
+
+    throttle = RedisThrottle(f"redis://127.0.0.1:{free_port()}/0", HostLimits(HostLimit(1, 10.0)))
+    assert not throttle.reachable()
+    with pytest.raises(TransientError) as caught, throttle.slot("nowhere.example"):
+        pass
+    assert caught.value.kind == "throttle_unavailable"
+
+
+def test_throttle_for_falls_back_to_this_process_when_redis_is_down() -> None:
+    from worker.context import throttle_for
+    from worker.embedded import free_port
+    from worker.settings import Settings
+
+    down = Settings(broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    assert isinstance(throttle_for(down), LocalThrottle)
