@@ -1,0 +1,38 @@
+"""Configuration mistakes fail at start-up with the variable named, never mid-sync."""
+
+import pytest
+from pydantic import ValidationError
+
+from worker.settings import Settings
+
+
+def test_defaults_are_consistent() -> None:
+    settings = Settings()
+    assert settings.task_soft_time_limit < settings.task_time_limit < settings.lease_seconds
+    assert settings.retry_backoff_max_seconds + settings.task_time_limit < settings.visibility_timeout
+
+
+@pytest.mark.parametrize(
+    "values, named",
+    [
+        ({"task_soft_time_limit": 300, "task_time_limit": 300}, "DATASYNC_TASK_SOFT_TIME_LIMIT"),
+        ({"lease_seconds": 100}, "DATASYNC_LEASE_SECONDS"),
+        ({"visibility_timeout": 1000}, "DATASYNC_VISIBILITY_TIMEOUT"),
+        ({"url_rewrites": "https://a.example"}, "DATASYNC_URL_REWRITES"),
+        ({"host_limits": "a.example=0:2"}, "DATASYNC_HOST_LIMITS"),
+        ({"host_limits": "a.example=2:0"}, "DATASYNC_HOST_LIMITS"),
+        ({"host_limits": "a.example=two:2"}, "DATASYNC_HOST_LIMITS"),
+    ],
+)
+def test_inconsistent_or_malformed_settings_are_refused(values: dict, named: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(**values)
+    assert named in str(caught.value)
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATASYNC_DATABASE_URL", "postgresql+psycopg://u@h/db")
+    monkeypatch.setenv("DATASYNC_HOST_LIMITS", "api.rcpch.ac.uk=4:10")
+    settings = Settings()
+    assert settings.database_url == "postgresql+psycopg://u@h/db"
+    assert settings.host_limits == "api.rcpch.ac.uk=4:10"

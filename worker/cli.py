@@ -1,0 +1,484 @@
+"""The ``datasync`` command: one entry point for operators, the same functions the worker runs."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy.engine import make_url
+
+from models.db import is_current, migrate, session_factory
+from models.diff import OptionsDiff
+from worker import review
+from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
+from worker.context import SyncContext, throttle_for
+from worker.embedded import STATE_DIR, embedded_broker, running_broker_url
+from worker.outcome import SyncOutcome
+from worker.pipeline import preview_dataset, sync_dataset
+from worker.review import ReviewError
+from worker.settings import Settings, get_settings
+from worker.status import dataset_status
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    help="Keep NHS Data Dictionary and NHS organisation option lists current in the dataset store.",
+)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+CatalogueOption = Annotated[
+    Path | None, typer.Option("--catalogue", help="Catalogue TOML (default: DATASYNC_CATALOGUE or the shipped one).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+STATUS_STYLE = {
+    "created": "green",
+    "updated": "cyan",
+    "unchanged": "dim",
+    "skipped": "yellow",
+    "failed": "bold red",
+    "held": "magenta",
+    "would_create": "green",
+    "would_update": "cyan",
+    "would_hold": "magenta",
+}
+SUMMARY_ORDER = (
+    "created",
+    "updated",
+    "unchanged",
+    "skipped",
+    "held",
+    "would_create",
+    "would_update",
+    "would_hold",
+    "failed",
+)
+
+
+def main() -> None:
+    try:
+        get_settings()
+    except ValidationError as exc:
+        err.print(Text("configuration error: ", style="bold red") + Text(describe_settings_error(exc)))
+        raise SystemExit(2) from exc
+    app()
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        name = "DATASYNC_" + "_".join(str(part) for part in error["loc"]).upper()
+        problems.append(message if message.startswith("DATASYNC_") or not error["loc"] else f"{name}: {message}")
+    return "; ".join(problems)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(Text("error: ", style="bold red") + Text(message))
+    return typer.Exit(code)
+
+
+def load_settings(catalogue: Path | None = None) -> Settings:
+    settings = get_settings()
+    return settings.model_copy(update={"catalogue": catalogue}) if catalogue else settings
+
+
+def open_catalogue(settings: Settings) -> Catalogue:
+    try:
+        return load_catalogue(settings.catalogue)
+    except CatalogueError as exc:
+        raise fail(str(exc)) from exc
+
+
+def ensure_schema(settings: Settings) -> None:
+    """Fresh SQLite stores are migrated on the spot; shared stores need an explicit ``migrate``."""
+    url = settings.database_url
+    if is_current(url):
+        return
+    if make_url(url).get_backend_name() == "sqlite":
+        migrate(url)
+        return
+    raise fail(f"the store at {safe_url(url)} is not at the newest schema: run `datasync migrate` first")
+
+
+def safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Create or upgrade the store's tables (safe to run any number of times)."""
+    settings = get_settings()
+    migrate(settings.database_url)
+    out.print(f"store at {safe_url(settings.database_url)} is at the newest schema")
+
+
+@app.command()
+def sync(
+    keys: Annotated[list[str] | None, typer.Argument(help="Dataset keys (default: every enabled dataset).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every enabled dataset in the catalogue.")] = False,
+    category: Annotated[str | None, typer.Option(help="Only datasets of this category.")] = None,
+    force: Annotated[bool, typer.Option(help="Sync even if fresh; ignore validators and guard rails.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
+    jobs: Annotated[int, typer.Option(min=1, max=32, help="Datasets synced in parallel.")] = 4,
+    catalogue: CatalogueOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Sync datasets now, in this process (no broker needed). Exit 1 if any failed."""
+    settings = load_settings(catalogue)
+    entries = select_entries(open_catalogue(settings), keys, all_, category)
+    ensure_schema(settings)
+    ctx = SyncContext.from_settings(settings, throttle_for(settings))
+    try:
+        if dry_run:
+            outcomes = run_all(entries, jobs, lambda entry: preview_dataset(entry, ctx))
+        else:
+            outcomes = run_all(entries, jobs, lambda entry: sync_dataset(entry, ctx, trigger="cli", force=force))
+    finally:
+        ctx.close()
+    if as_json:
+        out.print_json(data=[outcome.to_json() for outcome in outcomes])
+    else:
+        print_outcomes(outcomes, dry_run)
+    if any(outcome.failed for outcome in outcomes):
+        raise typer.Exit(1)
+
+
+def select_entries(
+    catalogue: Catalogue, keys: list[str] | None, all_: bool, category: str | None
+) -> list[CatalogueEntry]:
+    if keys and all_:
+        raise fail("give dataset keys or --all, not both")
+    try:
+        entries = catalogue.select(keys or None, category)
+    except CatalogueError as exc:
+        raise fail(str(exc)) from exc
+    if not entries:
+        raise fail(f"no datasets selected (category {category!r})" if category else "no datasets selected")
+    return entries
+
+
+def run_all(entries: list[CatalogueEntry], jobs: int, work: Any) -> list[SyncOutcome]:
+    """Run ``work`` over entries in a thread pool with a progress bar; results in catalogue order."""
+    results: dict[str, SyncOutcome] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("syncing", total=len(entries))
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(work, entry): entry for entry in entries}
+            for future in as_completed(futures):
+                outcome = future.result()
+                results[outcome.key] = outcome
+                progress.update(task, advance=1, description=f"{outcome.key}: {outcome.status}")
+    return [results[entry.key] for entry in entries]
+
+
+def print_outcomes(outcomes: list[SyncOutcome], dry_run: bool) -> None:
+    table = Table(title="dry run: nothing was written" if dry_run else None)
+    for column in ("dataset", "result", "version", "options", "+added", "-removed", "~relabelled"):
+        table.add_column(column, justify="left" if column in ("dataset", "result") else "right")
+    for outcome in outcomes:
+        counts = outcome.diff.counts()
+        table.add_row(
+            outcome.key,
+            styled(outcome.status),
+            _text(outcome.version),
+            _text(outcome.options),
+            *(str(counts[name] or "") for name in ("added", "removed", "relabelled")),
+        )
+    out.print(table)
+    for outcome in outcomes:
+        for note in ([outcome.error] if outcome.error else []) + list(outcome.warnings):
+            out.print(f"{outcome.key}: {note}", markup=False)
+        if dry_run:
+            print_changes(outcome.key, outcome.diff)
+    tally = {status: sum(o.status == status for o in outcomes) for status in SUMMARY_ORDER}
+    out.print("  ".join(f"{status}: {count}" for status, count in tally.items() if count or status == "failed"))
+
+
+def styled(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def print_changes(key: str, diff: OptionsDiff, limit: int = 25) -> None:
+    lines = (
+        [f"  + {code}: {label}" for code, label in diff.added.items()]
+        + [f"  - {code}: {label}" for code, label in diff.removed.items()]
+        + [f"  ~ {code}: {old} -> {new}" for code, (old, new) in diff.relabelled.items()]
+    )
+    if lines:
+        out.print(f"{key}:", markup=False)
+        for line in lines[:limit]:
+            out.print(line, markup=False)
+        if len(lines) > limit:
+            out.print(f"  ... and {len(lines) - limit} more", markup=False)
+
+
+@app.command()
+def status(catalogue: CatalogueOption = None, as_json: JsonOption = False) -> None:
+    """Every dataset with its option count, version, last stamp and last run."""
+    settings = load_settings(catalogue)
+    cat = open_catalogue(settings)
+    ensure_schema(settings)
+    rows = dataset_status(session_factory(settings.database_url), cat, settings)
+    if as_json:
+        out.print_json(data=rows)
+        return
+    table = Table()
+    for column in ("dataset", "category", "options", "version", "last verified", "last run", "detail"):
+        table.add_column(column, justify="right" if column in ("options", "version") else "left")
+    for row in rows:
+        run = row["last_run"] or {}
+        state = "held" if row["held"] else ("paused" if row["paused"] else run.get("status", "never run"))
+        detail = row["held_reason"] if row["held"] else (run.get("error") or ("due" if row["due"] else ""))
+        stamp = row["last_scraped"] or row["last_synced_at"] or "-"
+        table.add_row(
+            row["key"],
+            row["category"],
+            str(row["options_count"]),
+            _text(row["version"]),
+            stamp[:19].replace("T", " "),
+            styled(state),
+            Text((detail or "")[:120]),
+        )
+    out.print(table)
+
+
+KeyArgument = Annotated[str, typer.Argument(help="Dataset key.")]
+
+
+@contextlib.contextmanager
+def review_context() -> Iterator[SyncContext]:
+    """A context on the configured store for review actions; their errors exit 1 with the reason."""
+    settings = get_settings()
+    ensure_schema(settings)
+    ctx = SyncContext.from_settings(settings)
+    try:
+        yield ctx
+    except ReviewError as exc:
+        raise fail(str(exc), code=1) from exc
+    finally:
+        ctx.close()
+
+
+@app.command("history")
+def history_command(key: KeyArgument, as_json: JsonOption = False) -> None:
+    """Every stored version of a dataset, newest first, with its change counts."""
+    with review_context() as ctx:
+        rows = review.history(ctx, key)
+    if as_json:
+        out.print_json(data=rows)
+        return
+    table = Table(title=f"{key}: versions")
+    for column in ("version", "created", "origin", "options", "+added", "-removed", "~relabelled", "run"):
+        table.add_column(column, justify="left" if column in ("created", "origin") else "right")
+    for row in rows:
+        table.add_row(
+            str(row["version"]),
+            row["created_at"][:19].replace("T", " "),
+            row["origin"],
+            str(row["options"]),
+            str(row["codes_added"]),
+            str(row["codes_removed"]),
+            str(row["codes_relabelled"]),
+            _text(row["run_id"]),
+        )
+    out.print(table)
+
+
+@app.command("diff")
+def diff_command(
+    key: KeyArgument,
+    from_version: Annotated[
+        int | None, typer.Option("--from", help="Older version (default: the one before --to).")
+    ] = None,
+    to_version: Annotated[int | None, typer.Option("--to", help="Newer version (default: the current one).")] = None,
+    held: Annotated[bool, typer.Option("--held", help="Show the held change instead.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """The codes added, removed and relabelled between two versions (or in the held change)."""
+    with review_context() as ctx:
+        if held:
+            reason, diff = review.held_change(ctx, key)
+            title, payload = f"{key}: held change ({reason})", {"key": key, "held": True, "reason": reason}
+        else:
+            old, new, diff = review.version_diff(ctx, key, from_version, to_version)
+            title, payload = f"{key}: version {old} -> {new}", {"key": key, "from": old, "to": new}
+    if as_json:
+        out.print_json(data={**payload, **diff.counts(), "changes": diff.to_json()})
+        return
+    out.print(title, markup=False)
+    print_changes(key, diff, limit=10_000)
+    counts = diff.counts()
+    out.print(f"added: {counts['added']}  removed: {counts['removed']}  relabelled: {counts['relabelled']}")
+
+
+@app.command("rollback")
+def rollback_command(
+    key: KeyArgument, to_version: Annotated[int, typer.Option("--to", help="The version to restore.")]
+) -> None:
+    """Store a new version equal to an earlier one; auto-sync stays paused until `datasync release`."""
+    with review_context() as ctx:
+        outcome = review.rollback(ctx, key, to_version)
+    out.print(
+        f"{key}: now version {outcome.version} (equal to version {to_version}); auto-sync paused "
+        f"until `datasync release {key}`",
+        markup=False,
+    )
+
+
+@app.command("accept")
+def accept_command(key: KeyArgument) -> None:
+    """Apply a change the guard rails held back."""
+    with review_context() as ctx:
+        outcome = review.accept(ctx, key)
+    counts = outcome.diff.counts()
+    out.print(
+        f"{key}: held change applied as version {outcome.version} (+{counts['added']} "
+        f"-{counts['removed']} ~{counts['relabelled']})",
+        markup=False,
+    )
+
+
+@app.command("reject")
+def reject_command(key: KeyArgument) -> None:
+    """Drop a held change; the same upstream content will not be held again."""
+    with review_context() as ctx:
+        review.reject(ctx, key)
+    out.print(f"{key}: held change dropped; the stored list stays as it is", markup=False)
+
+
+@app.command("release")
+def release_command(key: KeyArgument) -> None:
+    """Let auto-sync run again for a dataset paused by a rollback."""
+    with review_context() as ctx:
+        review.release(ctx, key)
+    out.print(f"{key}: auto-sync released", markup=False)
+
+
+LogLevel = Annotated[str, typer.Option("--loglevel", help="Celery log level.")]
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(ctx: typer.Context, loglevel: LogLevel = "INFO") -> None:
+    """The main job: migrate, then a worker with beat (embedded Redis unless DATASYNC_BROKER_URL is set).
+
+    Extra arguments go to ``celery worker``. Ctrl-C stops everything cleanly.
+    """
+    settings = get_settings()
+    open_catalogue(settings)
+    migrate(settings.database_url)
+    with contextlib.ExitStack() as stack:
+        if not settings.broker_url:
+            url = stack.enter_context(embedded_broker())
+            err.print(f"embedded Redis broker at {url} (state in {STATE_DIR}/)")
+            use_broker(url)
+        err.print(f"store: {safe_url(settings.database_url)}; catalogue: {settings.catalogue}")
+        celery_app().worker_main(["worker", "--beat", f"--loglevel={loglevel}", *ctx.args])
+        for child in multiprocessing.active_children():  # the embedded beat releases its lock last
+            child.join(10)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(ctx: typer.Context, loglevel: LogLevel = "INFO") -> None:
+    """A production worker process (needs DATASYNC_BROKER_URL). Extra arguments go to ``celery worker``."""
+    settings = require_broker()
+    ensure_schema(settings)
+    celery_app().worker_main(["worker", f"--loglevel={loglevel}", *ctx.args])
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def beat(ctx: typer.Context, loglevel: LogLevel = "INFO") -> None:
+    """The scheduler (run exactly one; a second one waits on the RedBeat lock)."""
+    require_broker()
+    celery_app().start(["beat", f"--loglevel={loglevel}", *ctx.args])
+
+
+@app.command()
+def resync(
+    keys: Annotated[list[str] | None, typer.Argument(help="Dataset keys.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every enabled dataset.")] = False,
+    category: Annotated[str | None, typer.Option(help="Only datasets of this category.")] = None,
+    force: Annotated[bool, typer.Option(help="Ignore freshness, validators and guard rails.")] = False,
+    wait: Annotated[bool, typer.Option(help="Wait for the results and print them.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 900.0,
+    catalogue: CatalogueOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Enqueue a manual re-sync on the workers; with --wait, exit 1 if any failed."""
+    if not keys and not all_ and not category:
+        raise fail("name dataset keys, or use --all or --category")
+    settings = load_settings(catalogue)
+    entries = select_entries(open_catalogue(settings), keys, all_, category)
+    require_broker()
+    from worker.tasks import enqueue_syncs
+
+    results = enqueue_syncs([entry.key for entry in entries], force, "manual")
+    if not wait:
+        for entry, result in zip(entries, results, strict=True):
+            out.print(f"{entry.key}: queued as task {result.id}", markup=False)
+        return
+    outcomes = [wait_for(entry.key, result, timeout) for entry, result in zip(entries, results, strict=True)]
+    if as_json:
+        out.print_json(data=[outcome.to_json() for outcome in outcomes])
+    else:
+        print_outcomes(outcomes, dry_run=False)
+    if any(outcome.failed for outcome in outcomes):
+        raise typer.Exit(1)
+
+
+def wait_for(key: str, result: Any, timeout: float) -> SyncOutcome:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    try:
+        payload = result.get(timeout=timeout, propagate=False)
+    except CeleryTimeout:
+        return SyncOutcome(key, "failed", error_kind="wait_timeout", error=f"no result within {timeout:g} s")
+    if not isinstance(payload, dict):
+        return SyncOutcome(key, "failed", error_kind="task_error", error=f"task failed: {payload!r}")
+    return SyncOutcome.from_json(payload)
+
+
+def require_broker() -> Settings:
+    """Production processes need a broker; a running ``datasync run`` in this directory counts."""
+    settings = get_settings()
+    if settings.broker_url:
+        return settings
+    url = running_broker_url()
+    if url is None:
+        raise fail("no broker: set DATASYNC_BROKER_URL (or start `datasync run` in this directory)")
+    return use_broker(url)
+
+
+def use_broker(url: str) -> Settings:
+    """Point this process (and the Celery app, configured lazily) at ``url``."""
+    os.environ["DATASYNC_BROKER_URL"] = url
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def celery_app() -> Any:
+    from worker.celery_app import app as application
+
+    return application
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""The sync pipeline, top to bottom: fetch → parse → normalise → guard → upsert → record run.
+
+These are plain functions: the CLI calls them in-process, Celery tasks wrap them, tests call them
+directly. Each dataset is synced under a lease, and everything it writes (dataset row, version,
+run record, sync state) commits in one transaction, so the store only moves between good states.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from models import lease
+from models.diff import OptionsDiff
+from models.schema import Dataset, SyncState
+from models.types import utcnow
+from models.upsert import (
+    DatasetSpec,
+    OwnedByPeople,
+    Snapshot,
+    load_dataset,
+    load_syncable,
+    stamp_verified,
+    upsert_dataset,
+)
+from scrapers import SOURCES
+from scrapers.errors import PermanentError, SyncError, redact
+from scrapers.http import NotModified, Validators
+from scrapers.normalise import OptionList, normalise
+from worker.catalogue import CatalogueEntry
+from worker.context import SyncContext
+from worker.outcome import SyncOutcome
+from worker.runs import clear_hold, finish_run, finish_state, hold_change, record_skip, start_run
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def sync_dataset(
+    entry: CatalogueEntry,
+    ctx: SyncContext,
+    *,
+    trigger: str = "cli",
+    force: bool = False,
+    attempt: int = 1,
+    may_retry: bool = False,
+    requested_at: datetime | None = None,
+) -> SyncOutcome:
+    """Sync one dataset under its lease; never raises for upstream or data problems."""
+    owner = ctx.worker_id
+    if not lease.acquire(ctx.sessions, entry.key, owner, ctx.settings.lease_seconds):
+        return record_skip(
+            ctx.sessions, entry.key, trigger, ctx.worker_id, "busy", "another worker is syncing this dataset right now"
+        )
+    try:
+        with ctx.sessions() as session:
+            state = session.get(SyncState, entry.key)
+            skip = None if force else _skip_reason(entry, state, trigger, requested_at, ctx.settings)
+        if skip:
+            return record_skip(ctx.sessions, entry.key, trigger, ctx.worker_id, *skip)
+        return _run(entry, ctx, trigger=trigger, force=force, attempt=attempt, may_retry=may_retry)
+    finally:
+        lease.release(ctx.sessions, entry.key, owner)
+
+
+def preview_dataset(entry: CatalogueEntry, ctx: SyncContext) -> SyncOutcome:
+    """What a forced sync would change, without writing anything (``sync --dry-run``)."""
+    try:
+        option_list, _ = fetch_options(entry, ctx, None)
+    except SyncError as error:
+        return SyncOutcome(entry.key, "failed", error_kind=error.kind, error=_redact(error.message, entry))
+    with ctx.sessions() as session:
+        current = load_dataset(session, entry.key)
+    diff = OptionsDiff.between(current.options if current else {}, option_list.options)
+    hold = hold_reason(current, option_list, ctx.settings)
+    if current is None:
+        status = "would_create"
+    else:
+        status = "would_hold" if hold else ("unchanged" if diff.is_empty else "would_update")
+    version, count = (current.version if current else None), len(option_list.options)
+    return SyncOutcome(entry.key, status, version, count, diff, option_list.warnings, error=hold)
+
+
+def fetch_options(
+    entry: CatalogueEntry, ctx: SyncContext, validators: Validators | None
+) -> tuple[OptionList, Validators]:
+    """Fetch, parse and normalise one source; raises ``NotModified`` or ``SyncError``.
+
+    Returns the list and the validators worth keeping: a 304 on the first page of a paginated
+    API says nothing about the other pages, so those sources never get validators.
+    """
+    source = SOURCES[entry.source]
+    documents = source.fetch(entry, ctx.http, validators)
+    option_list = normalise(source.parse(entry, documents), ctx.limits)
+    if not option_list.options:
+        raise PermanentError("empty", f"{entry.url}: the source gave no usable options")
+    return option_list, documents[0].validators if len(documents) == 1 else Validators()
+
+
+def _run(
+    entry: CatalogueEntry, ctx: SyncContext, *, trigger: str, force: bool, attempt: int, may_retry: bool
+) -> SyncOutcome:
+    started = utcnow()
+    run_id = start_run(ctx.sessions, entry.key, trigger, ctx.worker_id, started, attempt)
+    try:
+        option_list, validators = fetch_options(entry, ctx, None if force else _validators(ctx, entry.key))
+        return _store(ctx, entry, run_id, option_list, validators, force, started)
+    except NotModified:
+        return _store_not_modified(ctx, entry, run_id, started)
+    except OwnedByPeople as error:
+        return _store_failure(ctx, entry, run_id, started, "owned_by_people", str(error), transient=False)
+    except SyncError as error:
+        will_retry = error.transient and may_retry
+        return _store_failure(
+            ctx,
+            entry,
+            run_id,
+            started,
+            error.kind,
+            error.message,
+            transient=error.transient,
+            retry_after=error.retry_after,
+            will_retry=will_retry,
+        )
+    except Exception as error:  # a bug or a time limit must not stop the other datasets, but must be seen
+        if type(error).__name__ == "SoftTimeLimitExceeded":
+            return _store_failure(
+                ctx,
+                entry,
+                run_id,
+                started,
+                "time_limit",
+                f"{entry.url}: the sync ran out of time",
+                transient=True,
+                will_retry=may_retry,
+            )
+        log.exception("internal error syncing %s", entry.key)
+        return _store_failure(ctx, entry, run_id, started, "internal", f"internal error: {error!r}", transient=False)
+
+
+def _store(
+    ctx: SyncContext,
+    entry: CatalogueEntry,
+    run_id: int,
+    option_list: OptionList,
+    validators: Validators,
+    force: bool,
+    started: datetime,
+) -> SyncOutcome:
+    """Guard, then upsert, record the run and the state: one transaction."""
+    now = utcnow()
+    snapshot = Snapshot(
+        option_list.options, option_list.content_hash, list(option_list.retired_codes), list(option_list.default_codes)
+    )
+    with ctx.sessions.begin() as session:
+        state = lease.ensure_state(session, entry.key)
+        current = load_syncable(session, entry.key)
+        refusal = None if force else _refusal(current, state, option_list, ctx.settings)
+        if refusal:
+            return _record_refusal(session, state, current, snapshot, option_list, refusal, run_id, started, now)
+        result = upsert_dataset(
+            session, dataset_spec(entry), snapshot, stamp_field=entry.stamp_field, now=now, run_id=run_id
+        )
+        outcome = SyncOutcome(
+            entry.key,
+            result.status,
+            result.version,
+            len(option_list.options),
+            result.diff,
+            option_list.warnings,
+            run_id=run_id,
+        )
+        finish_run(session, run_id, outcome, started, now, options_before=result.options_before)
+        finish_state(state, result.status, now)
+        state.etag, state.last_modified = validators.etag, validators.last_modified
+        state.rejected_hash = None
+        clear_hold(state)
+    return outcome
+
+
+def _refusal(current: Dataset | None, state: SyncState, new: OptionList, settings: Settings) -> tuple[str, str] | None:
+    """Why a good-looking result must not be applied unreviewed: (state, reason), or None."""
+    if current is not None and state.rejected_hash == new.content_hash:
+        return "rejected", "the upstream still offers the change an operator rejected; not applied"
+    reason = hold_reason(current, new, settings)
+    return ("held", reason) if reason else None
+
+
+def _record_refusal(
+    session: Session,
+    state: SyncState,
+    current: Dataset,
+    snapshot: Snapshot,
+    new: OptionList,
+    refusal: tuple[str, str],
+    run_id: int,
+    started: datetime,
+    now: datetime,
+) -> SyncOutcome:
+    """Keep the stored list; record the run with the diff that was not applied."""
+    kind, reason = refusal
+    if kind == "held":
+        hold_change(state, snapshot, reason, now)
+    diff = OptionsDiff.between(current.options, new.options)
+    outcome = SyncOutcome(
+        current.key,
+        "held" if kind == "held" else "skipped",
+        current.version,
+        len(current.options),
+        diff,
+        new.warnings,
+        error_kind=kind,
+        error=reason,
+        run_id=run_id,
+    )
+    finish_run(session, run_id, outcome, started, now, options_before=len(current.options))
+    finish_state(state, kind, now)
+    return outcome
+
+
+def _store_not_modified(ctx: SyncContext, entry: CatalogueEntry, run_id: int, started: datetime) -> SyncOutcome:
+    now = utcnow()
+    with ctx.sessions.begin() as session:
+        dataset = stamp_verified(session, entry.key, entry.stamp_field, now)
+        count = len(dataset.options) if dataset else None
+        outcome = SyncOutcome(
+            entry.key,
+            "unchanged",
+            dataset.version if dataset else None,
+            count,
+            run_id=run_id,
+            warnings=("upstream answered 304 Not Modified",),
+        )
+        finish_run(session, run_id, outcome, started, now, options_before=count)
+        finish_state(lease.ensure_state(session, entry.key), "unchanged", now)
+    return outcome
+
+
+def _store_failure(
+    ctx: SyncContext,
+    entry: CatalogueEntry,
+    run_id: int,
+    started: datetime,
+    kind: str,
+    message: str,
+    *,
+    transient: bool,
+    retry_after: float | None = None,
+    will_retry: bool = False,
+) -> SyncOutcome:
+    now = utcnow()
+    message = _redact(message, entry)  # every failure path passes here, so nothing unredacted is stored
+    outcome = SyncOutcome(
+        entry.key,
+        "failed",
+        error_kind=kind,
+        error=message,
+        transient=transient,
+        retry_after=retry_after,
+        will_retry=will_retry,
+        run_id=run_id,
+    )
+    with ctx.sessions.begin() as session:
+        current = load_dataset(session, entry.key)
+        outcome.version = current.version if current else None
+        before = len(current.options) if current else None
+        finish_run(session, run_id, outcome, started, now, options_before=before, options_after=before)
+        finish_state(lease.ensure_state(session, entry.key), "failed", now)
+    log.warning("sync of %s failed (%s): %s", entry.key, kind, message)
+    return outcome
+
+
+def hold_reason(current: Dataset | None, new: OptionList, settings: Settings) -> str | None:
+    """Why a result looks too destructive to apply unreviewed, or None when it may be applied."""
+    if current is None or not current.options:
+        return None
+    diff = OptionsDiff.between(current.options, new.options)
+    total = len(current.options)
+    if len(diff.removed) / total > settings.max_removed_share:
+        return (
+            f"would remove {len(diff.removed)} of {total} codes ({len(diff.removed) / total:.0%}), "
+            f"more than the {settings.max_removed_share:.0%} allowed"
+        )
+    if len(diff.relabelled) / total > settings.max_relabelled_share:
+        return (
+            f"would relabel {len(diff.relabelled)} of {total} codes ({len(diff.relabelled) / total:.0%}), "
+            f"more than the {settings.max_relabelled_share:.0%} allowed"
+        )
+    return None
+
+
+def dataset_spec(entry: CatalogueEntry) -> DatasetSpec:
+    return DatasetSpec(
+        key=entry.key,
+        name=entry.name,
+        description=entry.description,
+        category=entry.category,
+        source_type=entry.source_type,
+        tags=list(entry.tags),
+        reference_url=entry.url,
+        external_api_url=entry.url if entry.source_type == "api" else None,
+        format_pattern=entry.format_pattern,
+        sync_frequency_hours=entry.frequency_hours,
+    )
+
+
+def is_due(entry: CatalogueEntry, state: SyncState | None, now: datetime, settings: Settings) -> bool:
+    """Due when the last success is older than the entry's frequency, unless paused, outside the
+    entry's sync window, or recently refused."""
+    if not entry.in_window(now):
+        return False
+    if state is None:
+        return True
+    if state.paused:
+        return False
+    pause = timedelta(seconds=settings.failure_pause_seconds)
+    if (
+        state.last_status in ("failed", "held", "rejected")
+        and state.last_attempt_at
+        and now < state.last_attempt_at + pause
+    ):
+        return False
+    return state.last_success_at is None or now >= state.last_success_at + timedelta(hours=entry.frequency_hours)
+
+
+def _skip_reason(
+    entry: CatalogueEntry, state: SyncState | None, trigger: str, requested_at: datetime | None, settings: Settings
+) -> tuple[str, str] | None:
+    if state is None:
+        return None
+    if state.paused:
+        return "paused", f"auto-sync is paused: {state.paused_reason or 'by an operator'} (use --force or release)"
+    if requested_at and state.last_success_at and state.last_success_at >= requested_at:
+        return "done", f"already synced at {state.last_success_at:%Y-%m-%d %H:%M:%S}Z, after this request"
+    now = utcnow()
+    if trigger == "schedule" and not is_due(entry, state, now, settings):
+        return "not_due", "not due yet"
+    fresh = state.last_success_at and now < state.last_success_at + timedelta(hours=entry.frequency_hours)
+    if trigger == "cli" and fresh:
+        return "fresh", f"synced successfully within the last {entry.frequency_hours:g} h (use --force)"
+    return None
+
+
+def _validators(ctx: SyncContext, key: str) -> Validators | None:
+    """Conditional-request validators, only while the stored row they describe still exists."""
+    with ctx.sessions() as session:
+        state = session.get(SyncState, key)
+        if state is None or not (state.etag or state.last_modified) or load_dataset(session, key) is None:
+            return None
+        return Validators(state.etag, state.last_modified)
+
+
+def _redact(message: str, entry: CatalogueEntry) -> str:
+    return redact(message, SOURCES[entry.source].secrets(entry))
