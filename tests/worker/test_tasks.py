@@ -1,0 +1,63 @@
+"""Task-level behaviour that needs no broker: run eagerly in this process."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from models.schema import SyncRun
+from tests.worker.celery_harness import write_catalogue
+from worker import tasks
+from worker.catalogue import CatalogueError
+from worker.settings import Settings, get_settings
+
+
+@pytest.fixture
+def worker_env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    catalogue = write_catalogue(tmp_path / "catalogue.toml", ["nhs_england_regions"])
+    monkeypatch.setenv("DATASYNC_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("DATASYNC_URL_REWRITES", settings.url_rewrites)
+    monkeypatch.setenv("DATASYNC_CATALOGUE", str(catalogue))
+    get_settings.cache_clear()
+    tasks._process.clear()
+    yield catalogue
+    tasks._process.clear()
+
+
+def test_a_key_missing_from_the_workers_catalogue_is_recorded(worker_env: Path, sessions) -> None:
+    result = tasks.sync_dataset_task.apply(kwargs={"key": "not_here", "trigger": "manual"}).get()
+    assert (result["status"], result["error_kind"]) == ("failed", "unknown_key")
+    with sessions() as session:
+        run = session.scalars(select(SyncRun).where(SyncRun.dataset_key == "not_here")).one()
+    assert (run.status, run.trigger) == ("failed", "manual") and "not_here" in run.error_message
+
+
+def test_a_broken_catalogue_edit_keeps_the_last_good_catalogue(worker_env: Path) -> None:
+    assert tasks.sync_dataset_task.apply(kwargs={"key": "nhs_england_regions"}).get()["status"] == "created"
+    worker_env.write_text(worker_env.read_text() + "\n[[datasets]]\nkey = 'broken'\n")
+    outcome = tasks.sync_dataset_task.apply(kwargs={"key": "nhs_england_regions", "force": True}).get()
+    assert outcome["status"] == "unchanged"
+
+
+def test_sync_due_enqueues_only_what_is_due(worker_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    queued: list[dict] = []
+    monkeypatch.setattr(tasks.sync_dataset_task, "apply_async", lambda **options: queued.append(options))
+    assert tasks.sync_due_task.apply().get() == ["nhs_england_regions"]
+    assert queued[0]["kwargs"]["trigger"] == "schedule" and 0 <= queued[0]["countdown"] <= 60
+    tasks.sync_dataset_task.apply(kwargs={"key": "nhs_england_regions"}).get()
+    assert tasks.sync_due_task.apply().get() == []
+
+
+def test_a_new_process_with_a_broken_catalogue_recovers_once_it_is_fixed(worker_env: Path) -> None:
+    good = worker_env.read_text()
+    worker_env.write_text(good + "\n[[datasets]]\nkey = 'broken'\n")
+    for _ in range(2):  # every task fails clearly while the file is broken, none with a KeyError
+        with pytest.raises(CatalogueError):
+            tasks.sync_dataset_task.apply(kwargs={"key": "nhs_england_regions"}).get()
+    worker_env.write_text(good)
+    os.utime(worker_env, (time.time() + 5, time.time() + 5))
+    assert tasks.sync_dataset_task.apply(kwargs={"key": "nhs_england_regions"}).get()["status"] == "created"

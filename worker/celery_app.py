@@ -1,0 +1,6 @@
+"""The Celery application (``celery --app worker.celery_app``)."""
+
+from celery import Celery
+
+app = Celery("datasync", include=["worker.tasks"])
+app.config_from_object("celeryconfig")
