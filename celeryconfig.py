@@ -3,9 +3,13 @@
 Each reliability setting carries the one-line reason it is set the way it is.
 """
 
-from worker.settings import get_settings
+from worker.settings import ConfigurationError, get_settings
 
-_settings = get_settings()
+try:
+    _settings = get_settings()
+except ConfigurationError as exc:
+    # Plain `celery` commands would otherwise bury the variable at fault under a traceback.
+    raise SystemExit(f"datasync configuration error: {exc}") from exc
 
 broker_url = _settings.broker_url or "redis://127.0.0.1:6379/0"
 result_backend = _settings.result_backend or broker_url

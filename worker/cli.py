@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -28,7 +27,7 @@ from worker.embedded import STATE_DIR, embedded_broker, running_broker_url
 from worker.outcome import SyncOutcome
 from worker.pipeline import preview_dataset, sync_dataset
 from worker.review import ReviewError
-from worker.settings import Settings, get_settings
+from worker.settings import ConfigurationError, Settings, get_settings
 from worker.status import dataset_status
 
 app = typer.Typer(
@@ -71,19 +70,10 @@ SUMMARY_ORDER = (
 def main() -> None:
     try:
         get_settings()
-    except ValidationError as exc:
-        err.print(Text("configuration error: ", style="bold red") + Text(describe_settings_error(exc)))
+    except ConfigurationError as exc:
+        err.print(Text("configuration error: ", style="bold red") + Text(str(exc)))
         raise SystemExit(2) from exc
     app()
-
-
-def describe_settings_error(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        message = error["msg"].removeprefix("Value error, ")
-        name = "DATASYNC_" + "_".join(str(part) for part in error["loc"]).upper()
-        problems.append(message if message.startswith("DATASYNC_") or not error["loc"] else f"{name}: {message}")
-    return "; ".join(problems)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scrapers.http import UrlRewrites
@@ -88,6 +88,22 @@ class Settings(BaseSettings):
         return self
 
 
+class ConfigurationError(ValueError):
+    """The environment holds settings datasync cannot run with; the message names each variable."""
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(describe_settings_error(exc)) from exc
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        name = "DATASYNC_" + "_".join(str(part) for part in error["loc"]).upper()
+        problems.append(message if message.startswith("DATASYNC_") or not error["loc"] else f"{name}: {message}")
+    return "; ".join(problems)

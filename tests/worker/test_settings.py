@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from worker.settings import Settings
+from worker.settings import ConfigurationError, Settings, get_settings
 
 
 def test_defaults_are_consistent() -> None:
@@ -36,3 +36,9 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     settings = Settings()
     assert settings.database_url == "postgresql+psycopg://u@h/db"
     assert settings.host_limits == "api.rcpch.ac.uk=4:10"
+
+
+def test_get_settings_explains_a_bad_environment_by_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATASYNC_LEASE_SECONDS", "10")
+    with pytest.raises(ConfigurationError, match="DATASYNC_LEASE_SECONDS must exceed DATASYNC_TASK_TIME_LIMIT"):
+        get_settings()
