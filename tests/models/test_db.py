@@ -1,4 +1,4 @@
-"""Migrations: safe when several processes start on the same fresh store at once."""
+"""Migrations: they build the models' schema, and are safe when several processes start at once."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 
-from models.db import is_current
+from models.db import get_engine, is_current
+from models.schema import Base
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -27,3 +30,10 @@ def test_concurrent_migrations_all_succeed(fresh_store: str) -> None:
     failures = [error for process in processes if (error := process.communicate(timeout=120)[1]) and process.returncode]
     assert failures == []
     assert is_current(fresh_store)
+
+
+def test_migrations_build_exactly_the_models_schema(store_url: str) -> None:
+    """A model change without its migration (or the reverse) shows up here, on both backends."""
+    with get_engine(store_url).connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
