@@ -48,7 +48,7 @@ task_default_queue = "datasync"
 worker_send_task_events = True
 task_send_sent_event = True
 
-# One beat schedule entry: a cheap scan that enqueues whatever is due. Per-dataset frequency
+# The sync schedule is one beat entry: a cheap scan that enqueues whatever is due. Per-dataset frequency
 # lives in the catalogue and the store, never in beat, so beat holds nothing worth losing.
 beat_schedule = {
     # A scan nobody picked up before the next one is worthless: let it expire instead of piling up.
@@ -57,6 +57,8 @@ beat_schedule = {
         "schedule": _settings.beat_interval_seconds,
         "options": {"expires": _settings.beat_interval_seconds},
     },
+    # sync_runs grows by every attempt; trim it daily (RedBeat remembers the last run across restarts).
+    "prune-runs": {"task": "datasync.prune_runs", "schedule": 24 * 3600, "options": {"expires": 3600}},
 }
 # RedBeat keeps the schedule in Redis behind a lock, so a second beat started by mistake waits
 # instead of doubling every run; the lock outlives a few beat loops but not a long outage.

@@ -73,7 +73,7 @@ class SyncRun(Base):
     dataset_key: Mapped[str] = mapped_column(String(255), index=True)
     trigger: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), index=True)
-    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     finished_at: Mapped[datetime | None]
     duration_seconds: Mapped[float | None] = mapped_column(Float)
     options_before: Mapped[int | None] = mapped_column(Integer)

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from models.db import is_current, migrate, session_factory
 from models.diff import OptionsDiff
+from models.types import utcnow
 from worker import review
 from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
 from worker.context import SyncContext, throttle_for
@@ -27,6 +29,7 @@ from worker.embedded import STATE_DIR, embedded_broker, running_broker_url
 from worker.outcome import SyncOutcome
 from worker.pipeline import preview_dataset, sync_dataset
 from worker.review import ReviewError
+from worker.runs import prune_runs
 from worker.settings import ConfigurationError, Settings, get_settings
 from worker.status import dataset_status
 
@@ -357,6 +360,28 @@ def release_command(key: KeyArgument) -> None:
     with review_context() as ctx:
         review.release(ctx, key)
     out.print(f"{key}: auto-sync released", markup=False)
+
+
+@app.command("prune")
+def prune_command(
+    older_than_days: Annotated[
+        int | None,
+        typer.Option("--older-than-days", min=1, help="Age cut-off (default: DATASYNC_RUN_RETENTION_DAYS)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete old sync_runs rows (beat does this daily); each dataset's last run and runs behind versions stay."""
+    settings = get_settings()
+    days = older_than_days or settings.run_retention_days
+    if not days:
+        raise fail("DATASYNC_RUN_RETENTION_DAYS is 0 (keep every run); pass --older-than-days N to prune anyway")
+    ensure_schema(settings)
+    cutoff = utcnow() - timedelta(days=days)
+    deleted = prune_runs(session_factory(settings.database_url), cutoff)
+    if as_json:
+        out.print_json(data={"deleted": deleted, "older_than_days": days, "cutoff": cutoff.isoformat()})
+        return
+    out.print(f"pruned {deleted} sync_runs row(s) started before {cutoff:%Y-%m-%d %H:%M} UTC ({days} days)")
 
 
 LogLevel = Annotated[str, typer.Option("--loglevel", help="Celery log level.")]

@@ -1,15 +1,55 @@
-"""Bookkeeping shared by syncs and review actions: ``sync_runs`` rows and ``sync_state`` updates."""
+"""Bookkeeping shared by syncs, review actions and housekeeping: ``sync_runs`` rows and ``sync_state`` updates."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import Subquery, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.schema import SyncRun, SyncState
+from models.schema import DatasetVersion, SyncRun, SyncState
 from models.types import utcnow
 from models.upsert import Snapshot, load_dataset
 from worker.outcome import SyncOutcome
+
+PRUNE_BATCH = 5_000
+
+
+def latest_finished_runs() -> Subquery:
+    """Each dataset's newest finished attempt (``dataset_key``, ``id``): the run status reports."""
+    return (
+        select(SyncRun.dataset_key, func.max(SyncRun.id).label("id"))
+        .where(SyncRun.status.not_in(("running", "skipped")))
+        .group_by(SyncRun.dataset_key)
+        .subquery()
+    )
+
+
+def prune_runs(sessions: sessionmaker[Session], older_than: datetime, batch: int = PRUNE_BATCH) -> int:
+    """Delete attempts started before ``older_than``; returns how many went.
+
+    Small batches, each its own transaction, so syncs writing to the same store never wait long.
+    Kept at any age: each dataset's newest finished run (status shows it) and every run that made
+    a stored version (history links to it).
+    """
+    made_versions = select(DatasetVersion.run_id).where(DatasetVersion.run_id.is_not(None))
+    prunable = (
+        select(SyncRun.id)
+        .where(
+            SyncRun.started_at < older_than,
+            SyncRun.id.not_in(select(latest_finished_runs().c.id)),
+            SyncRun.id.not_in(made_versions),
+        )
+        .limit(batch)
+    )
+    deleted = 0
+    while True:
+        with sessions.begin() as session:
+            ids = list(session.scalars(prunable))
+            if not ids:
+                return deleted
+            session.execute(delete(SyncRun).where(SyncRun.id.in_(ids)))
+        deleted += len(ids)
 
 
 def start_run(

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
 
     beat_interval_seconds: float = Field(300.0, gt=0)
     due_jitter_seconds: float = Field(60.0, ge=0)
+    run_retention_days: int = Field(90, ge=0)
     worker_concurrency: int = Field(2, ge=1)
     task_soft_time_limit: int = Field(240, ge=1)
     task_time_limit: int = Field(300, ge=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.diff import OptionsDiff
@@ -13,6 +13,7 @@ from models.schema import Dataset, SyncRun, SyncState
 from models.types import utcnow
 from worker.catalogue import Catalogue
 from worker.pipeline import is_due
+from worker.runs import latest_finished_runs
 from worker.settings import Settings
 
 
@@ -67,12 +68,7 @@ def _held_change(dataset: Dataset | None, state: SyncState | None) -> dict[str, 
 
 
 def _last_finished_runs(session: Session) -> dict[str, SyncRun]:
-    latest = (
-        select(SyncRun.dataset_key, func.max(SyncRun.id).label("id"))
-        .where(SyncRun.status.not_in(("running", "skipped")))
-        .group_by(SyncRun.dataset_key)
-        .subquery()
-    )
+    latest = latest_finished_runs()
     runs = session.scalars(select(SyncRun).join(latest, SyncRun.id == latest.c.id))
     return {run.dataset_key: run for run in runs}
 

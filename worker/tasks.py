@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import random
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import Task
@@ -25,7 +25,7 @@ from worker.celery_app import app
 from worker.context import SyncContext, throttle_for
 from worker.pipeline import is_due, sync_dataset
 from worker.retry import retry_delay
-from worker.runs import record_skip
+from worker.runs import prune_runs, record_skip
 from worker.settings import get_settings
 
 log = get_task_logger(__name__)
@@ -119,6 +119,18 @@ def sync_many_task(
     """Manual re-sync of a selection; returns the ids of the per-dataset tasks."""
     _, catalogue = process_context()
     return [result.id for result in enqueue_syncs([e.key for e in catalogue.select(keys, category)], force, trigger)]
+
+
+@app.task(name="datasync.prune_runs")
+def prune_runs_task() -> int:
+    """Daily housekeeping: drop ``sync_runs`` rows older than DATASYNC_RUN_RETENTION_DAYS (0 keeps all)."""
+    ctx, _ = process_context()
+    days = ctx.settings.run_retention_days
+    if not days:
+        return 0
+    deleted = prune_runs(ctx.sessions, utcnow() - timedelta(days=days))
+    log.info("pruned %d sync_runs row(s) older than %d days", deleted, days)
+    return deleted
 
 
 def enqueue_syncs(keys: list[str], force: bool, trigger: str) -> list[AsyncResult]:

@@ -8,10 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from models.db import session_factory
+from models.schema import SyncRun
+from models.types import utcnow
 from tests.conftest import expected_result
 from tests.upstream import Upstream
 from tests.worker.celery_harness import write_catalogue
@@ -154,3 +158,15 @@ def test_error_messages_keep_square_brackets_and_are_never_wrapped(env: dict[str
     result = datasync(env, "sync", "--catalogue", str(empty))
     assert result.returncode == 2
     assert f"{empty}: no [[datasets]] entries" in result.stderr
+
+
+def test_prune_deletes_old_runs_and_refuses_when_retention_is_off(env: dict[str, str]) -> None:
+    sessions = session_factory(env["DATASYNC_DATABASE_URL"])
+    with sessions.begin() as session:
+        session.add(SyncRun(dataset_key="a", trigger="cli", status="skipped", started_at=utcnow() - timedelta(days=40)))
+        session.add(SyncRun(dataset_key="a", trigger="cli", status="skipped", started_at=utcnow()))
+    pruned = datasync(env, "prune", "--older-than-days", "30", "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(pruned.stdout)["deleted"] == 1
+    refused = datasync({**env, "DATASYNC_RUN_RETENTION_DAYS": "0"}, "prune")
+    assert refused.returncode == 2 and "DATASYNC_RUN_RETENTION_DAYS is 0" in refused.stderr

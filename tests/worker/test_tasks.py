@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from models.schema import SyncRun
+from models.types import utcnow
 from tests.worker.celery_harness import write_catalogue
 from worker import tasks
 from worker.catalogue import CatalogueError
@@ -61,3 +63,15 @@ def test_a_new_process_with_a_broken_catalogue_recovers_once_it_is_fixed(worker_
     worker_env.write_text(good)
     os.utime(worker_env, (time.time() + 5, time.time() + 5))
     assert tasks.sync_dataset_task.apply(kwargs={"key": "nhs_england_regions"}).get()["status"] == "created"
+
+
+@pytest.mark.parametrize("retention_days, deleted", [("0", 0), ("90", 1)])
+def test_prune_runs_task_follows_the_retention_setting(
+    retention_days: str, deleted: int, worker_env: Path, sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = utcnow() - timedelta(days=100)
+    with sessions.begin() as session:
+        session.add(SyncRun(dataset_key="a", trigger="cli", status="skipped", started_at=old))
+    monkeypatch.setenv("DATASYNC_RUN_RETENTION_DAYS", retention_days)
+    get_settings.cache_clear()
+    assert tasks.prune_runs_task.apply().get() == deleted
