@@ -64,6 +64,6 @@ beat_schedule = {
 # instead of doubling every run; the lock outlives a few beat loops but not a long outage.
 beat_scheduler = "redbeat.RedBeatScheduler"
 redbeat_redis_url = broker_url
-redbeat_redis_options: dict = {}
+redbeat_redis_options: dict[str, object] = {}
 beat_max_loop_interval = 5
 redbeat_lock_timeout = 30

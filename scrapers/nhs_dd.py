@@ -8,7 +8,7 @@ not match and are ignored. A page with no code table is an error, never an empty
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from bs4 import BeautifulSoup, Tag
 
@@ -76,7 +76,7 @@ def _is_default_table(table: Tag, header: list[str]) -> bool:
 
 
 def _is_heading(tag: Tag) -> bool:
-    classes = tag.get("class") or []
+    classes: Iterable[str] = tag.get("class") or []
     return tag.name in HEADINGS or "sectiontitle" in classes or "tabletitle" in classes
 
 

@@ -14,7 +14,8 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from bs4 import BeautifulSoup, Comment, NavigableString, Tag
+from bs4 import BeautifulSoup, Comment, Tag
+from bs4.element import PageElement
 
 BLOCK_TAGS = frozenset(
     (
@@ -65,8 +66,8 @@ def html_to_text(node: Tag | str) -> str:
     return collapse_whitespace("".join(pieces))
 
 
-def _render(node: Tag | NavigableString | str, pieces: list[str]) -> None:
-    if isinstance(node, Comment):
+def _render(node: PageElement | str, pieces: list[str]) -> None:
+    if isinstance(node, Comment) or not isinstance(node, Tag | str):
         return
     if isinstance(node, str):
         pieces.append(str(node))

@@ -158,7 +158,7 @@ def _store(
         state = lease.ensure_state(session, entry.key)
         current = load_syncable(session, entry.key)
         refusal = None if force else _refusal(current, state, option_list, ctx.settings)
-        if refusal:
+        if refusal and current is not None:
             return _record_refusal(session, state, current, snapshot, option_list, refusal, run_id, started, now)
         result = upsert_dataset(
             session, dataset_spec(entry), snapshot, stamp_field=entry.stamp_field, now=now, run_id=run_id

@@ -37,8 +37,8 @@ def dataset_status(sessions: sessionmaker[Session], catalogue: Catalogue, settin
         rows.append(
             {
                 "key": key,
-                "name": dataset.name if dataset else entry.name,
-                "category": dataset.category if dataset else entry.category,
+                "name": dataset.name if dataset else entries[key].name,
+                "category": dataset.category if dataset else entries[key].category,
                 "in_catalogue": entry is not None,
                 "options_count": len(dataset.options) if dataset else 0,
                 "version": dataset.version if dataset else None,
