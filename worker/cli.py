@@ -1,4 +1,8 @@
-"""The ``datasync`` command: one entry point for operators, the same functions the worker runs."""
+"""The ``datasync`` command: one entry point for operators, the same functions the worker runs.
+
+Celery, Redis, Alembic and the store are imported inside the commands that use them, so
+``datasync --help`` and ``--version`` answer at once.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +13,24 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
+from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.engine import make_url
 
-from models.db import is_current, migrate, session_factory
 from models.diff import OptionsDiff
-from models.types import utcnow
-from worker import review
-from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
-from worker.context import SyncContext, throttle_for
-from worker.embedded import STATE_DIR, embedded_broker, running_broker_url
+from worker.cli_healthcheck import register as register_healthcheck
 from worker.outcome import SyncOutcome
-from worker.pipeline import preview_dataset, sync_dataset
-from worker.review import ReviewError
-from worker.runs import prune_runs
 from worker.settings import ConfigurationError, Settings, get_settings
-from worker.status import dataset_status
+
+if TYPE_CHECKING:
+    from worker.catalogue import Catalogue, CatalogueEntry
+    from worker.context import SyncContext
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -70,6 +69,21 @@ SUMMARY_ORDER = (
 )
 
 
+def show_version(requested: bool) -> None:
+    if requested:
+        out.print(f"datasync {version('datasync')}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    _version: Annotated[
+        bool, typer.Option("--version", callback=show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Options that apply before any command."""
+
+
 def main() -> None:
     try:
         get_settings()
@@ -90,6 +104,8 @@ def load_settings(catalogue: Path | None = None) -> Settings:
 
 
 def open_catalogue(settings: Settings) -> Catalogue:
+    from worker.catalogue import CatalogueError, load_catalogue
+
     try:
         return load_catalogue(settings.catalogue)
     except CatalogueError as exc:
@@ -98,6 +114,10 @@ def open_catalogue(settings: Settings) -> Catalogue:
 
 def ensure_schema(settings: Settings) -> None:
     """Fresh SQLite stores are migrated on the spot; shared stores need an explicit ``migrate``."""
+    from sqlalchemy.engine import make_url
+
+    from models.db import is_current, migrate
+
     url = settings.database_url
     if is_current(url):
         return
@@ -108,12 +128,16 @@ def ensure_schema(settings: Settings) -> None:
 
 
 def safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
     return make_url(url).render_as_string(hide_password=True)
 
 
 @app.command("migrate")
 def migrate_command() -> None:
     """Create or upgrade the store's tables (safe to run any number of times)."""
+    from models.db import migrate
+
     settings = get_settings()
     migrate(settings.database_url)
     out.print(f"store at {safe_url(settings.database_url)} is at the newest schema")
@@ -131,6 +155,9 @@ def sync(
     as_json: JsonOption = False,
 ) -> None:
     """Sync datasets now, in this process (no broker needed). Exit 1 if any failed."""
+    from worker.context import SyncContext, throttle_for
+    from worker.pipeline import preview_dataset, sync_dataset
+
     settings = load_settings(catalogue)
     entries = select_entries(open_catalogue(settings), keys, all_, category)
     ensure_schema(settings)
@@ -153,6 +180,8 @@ def sync(
 def select_entries(
     catalogue: Catalogue, keys: list[str] | None, all_: bool, category: str | None
 ) -> list[CatalogueEntry]:
+    from worker.catalogue import CatalogueError
+
     if keys and all_:
         raise fail("give dataset keys or --all, not both")
     try:
@@ -223,6 +252,9 @@ def print_changes(key: str, diff: OptionsDiff, limit: int = 25) -> None:
 @app.command()
 def status(catalogue: CatalogueOption = None, as_json: JsonOption = False) -> None:
     """Every dataset with its option count, version, last stamp and last run."""
+    from models.db import session_factory
+    from worker.status import dataset_status
+
     settings = load_settings(catalogue)
     cat = open_catalogue(settings)
     ensure_schema(settings)
@@ -256,6 +288,9 @@ KeyArgument = Annotated[str, typer.Argument(help="Dataset key.")]
 @contextlib.contextmanager
 def review_context() -> Iterator[SyncContext]:
     """A context on the configured store for review actions; their errors exit 1 with the reason."""
+    from worker.context import SyncContext
+    from worker.review import ReviewError
+
     settings = get_settings()
     ensure_schema(settings)
     ctx = SyncContext.from_settings(settings)
@@ -270,6 +305,8 @@ def review_context() -> Iterator[SyncContext]:
 @app.command("history")
 def history_command(key: KeyArgument, as_json: JsonOption = False) -> None:
     """Every stored version of a dataset, newest first, with its change counts."""
+    from worker import review
+
     with review_context() as ctx:
         rows = review.history(ctx, key)
     if as_json:
@@ -303,6 +340,8 @@ def diff_command(
     as_json: JsonOption = False,
 ) -> None:
     """The codes added, removed and relabelled between two versions (or in the held change)."""
+    from worker import review
+
     with review_context() as ctx:
         if held:
             reason, diff = review.held_change(ctx, key)
@@ -324,6 +363,8 @@ def rollback_command(
     key: KeyArgument, to_version: Annotated[int, typer.Option("--to", help="The version to restore.")]
 ) -> None:
     """Store a new version equal to an earlier one; auto-sync stays paused until `datasync release`."""
+    from worker import review
+
     with review_context() as ctx:
         outcome = review.rollback(ctx, key, to_version)
     out.print(
@@ -336,6 +377,8 @@ def rollback_command(
 @app.command("accept")
 def accept_command(key: KeyArgument) -> None:
     """Apply a change the guard rails held back."""
+    from worker import review
+
     with review_context() as ctx:
         outcome = review.accept(ctx, key)
     counts = outcome.diff.counts()
@@ -349,6 +392,8 @@ def accept_command(key: KeyArgument) -> None:
 @app.command("reject")
 def reject_command(key: KeyArgument) -> None:
     """Drop a held change; the same upstream content will not be held again."""
+    from worker import review
+
     with review_context() as ctx:
         review.reject(ctx, key)
     out.print(f"{key}: held change dropped; the stored list stays as it is", markup=False)
@@ -357,6 +402,8 @@ def reject_command(key: KeyArgument) -> None:
 @app.command("release")
 def release_command(key: KeyArgument) -> None:
     """Let auto-sync run again for a dataset paused by a rollback."""
+    from worker import review
+
     with review_context() as ctx:
         review.release(ctx, key)
     out.print(f"{key}: auto-sync released", markup=False)
@@ -371,6 +418,10 @@ def prune_command(
     as_json: JsonOption = False,
 ) -> None:
     """Delete old sync_runs rows (beat does this daily); each dataset's last run and runs behind versions stay."""
+    from models.db import session_factory
+    from models.types import utcnow
+    from worker.runs import prune_runs
+
     settings = get_settings()
     days = older_than_days or settings.run_retention_days
     if not days:
@@ -393,6 +444,9 @@ def run(ctx: typer.Context, loglevel: LogLevel = "INFO") -> None:
 
     Extra arguments go to ``celery worker``. Ctrl-C stops everything cleanly.
     """
+    from models.db import migrate
+    from worker.embedded import STATE_DIR, embedded_broker
+
     settings = get_settings()
     open_catalogue(settings)
     migrate(settings.database_url)
@@ -469,6 +523,8 @@ def wait_for(key: str, result: Any, timeout: float) -> SyncOutcome:
 
 def require_broker() -> Settings:
     """Production processes need a broker; a running ``datasync run`` in this directory counts."""
+    from worker.embedded import running_broker_url
+
     settings = get_settings()
     if settings.broker_url:
         return settings
@@ -494,6 +550,8 @@ def celery_app() -> Any:
 def _text(value: Any) -> str:
     return "-" if value is None else str(value)
 
+
+register_healthcheck(app)
 
 if __name__ == "__main__":
     main()
