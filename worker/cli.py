@@ -7,10 +7,12 @@ Celery, Redis, Alembic and the store are imported inside the commands that use t
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
 from importlib.metadata import version
@@ -194,21 +196,83 @@ def select_entries(
 
 
 def run_all(entries: list[CatalogueEntry], jobs: int, work: Any) -> list[SyncOutcome]:
-    """Run ``work`` over entries in a thread pool with a progress bar; results in catalogue order."""
+    """Run ``work`` over entries in a thread pool, reporting progress; results in catalogue order."""
     results: dict[str, SyncOutcome] = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task("syncing", total=len(entries))
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(work, entry): entry for entry in entries}
-            for future in as_completed(futures):
-                outcome = future.result()
-                results[outcome.key] = outcome
-                progress.update(task, advance=1, description=f"{outcome.key}: {outcome.status}")
+    with progress_reporter(len(entries)) as report, failures_reported_once(), ThreadPoolExecutor(jobs) as pool:
+        futures = {pool.submit(work, entry): entry for entry in entries}
+        for future in as_completed(futures):
+            outcome = future.result()
+            results[outcome.key] = outcome
+            report(outcome)
     return [results[entry.key] for entry in entries]
 
 
+@contextlib.contextmanager
+def progress_reporter(total: int) -> Iterator[Callable[[SyncOutcome], None]]:
+    """Progress on stderr: a bar on a terminal; elsewhere (logs, CI, cron) one line per finished dataset.
+
+    The lines name the result only: errors and warnings are printed once, with the results.
+    Datasets skipped as fresh are only counted, so a run with nothing due stays quiet.
+    """
+    if err.is_terminal:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task("syncing", total=total)
+            yield lambda outcome: progress.update(task, advance=1, description=f"{outcome.key}: {outcome.status}")
+        return
+    finished = itertools.count(1)
+
+    def line(outcome: SyncOutcome) -> None:
+        done = next(finished)
+        if not skipped_as_fresh(outcome):
+            err.print(f"[{done}/{total}] {progress_note(outcome)}", markup=False)
+
+    yield line
+
+
+def progress_note(outcome: SyncOutcome) -> str:
+    note = f"{outcome.key}: {outcome.status}"
+    if outcome.error_kind:
+        note += f" ({outcome.error_kind})"
+    if outcome.version is not None and not outcome.failed:
+        note += f", version {outcome.version}, {_text(outcome.options)} options"
+    return note
+
+
+@contextlib.contextmanager
+def failures_reported_once() -> Iterator[None]:
+    """The pipeline logs each failure for the workers' logs; here its outcome reports it instead."""
+    logger = logging.getLogger("worker.pipeline")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def skipped_as_fresh(outcome: SyncOutcome) -> bool:
+    return outcome.status == "skipped" and outcome.error_kind == "fresh"
+
+
 def print_outcomes(outcomes: list[SyncOutcome], dry_run: bool) -> None:
+    """A table of what happened, then each error and warning once, then the counts on one line."""
+    shown = [outcome for outcome in outcomes if not skipped_as_fresh(outcome)]
+    if shown:
+        print_table(shown, dry_run)
+    for outcome in shown:
+        for note in ([outcome.error] if outcome.error else []) + list(outcome.warnings):
+            out.print(f"{outcome.key}: {note}", markup=False, soft_wrap=True)
+        if dry_run:
+            print_changes(outcome.key, outcome.diff)
+    tally = {status: sum(o.status == status for o in outcomes) for status in SUMMARY_ORDER}
+    summary = "  ".join(f"{status}: {count}" for status, count in tally.items() if count or status == "failed")
+    if fresh := len(outcomes) - len(shown):
+        summary += f"  ({fresh} fresh: synced within their frequency; --force syncs anyway)"
+    out.print(summary, markup=False)
+
+
+def print_table(outcomes: list[SyncOutcome], dry_run: bool) -> None:
     table = Table(title="dry run: nothing was written" if dry_run else None)
     for column in ("dataset", "result", "version", "options", "+added", "-removed", "~relabelled"):
         table.add_column(column, justify="left" if column in ("dataset", "result") else "right")
@@ -222,13 +286,6 @@ def print_outcomes(outcomes: list[SyncOutcome], dry_run: bool) -> None:
             *(str(counts[name] or "") for name in ("added", "removed", "relabelled")),
         )
     out.print(table)
-    for outcome in outcomes:
-        for note in ([outcome.error] if outcome.error else []) + list(outcome.warnings):
-            out.print(f"{outcome.key}: {note}", markup=False)
-        if dry_run:
-            print_changes(outcome.key, outcome.diff)
-    tally = {status: sum(o.status == status for o in outcomes) for status in SUMMARY_ORDER}
-    out.print("  ".join(f"{status}: {count}" for status, count in tally.items() if count or status == "failed"))
 
 
 def styled(status: str) -> Text:
