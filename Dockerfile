@@ -20,11 +20,11 @@ RUN python -m venv /opt/venv \
 
 # Then the code (.dockerignore keeps .venv, stores, Redis state, caches and tests out), installed
 # without resolving anything again.
-COPY . /opt/datasync
-RUN pip install --no-cache-dir --no-deps /opt/datasync
+COPY . /app
+RUN pip install --no-cache-dir --no-deps /app
 
 # The installed package lives in site-packages, so point the worker at the shipped catalogue.
-ENV DATASYNC_CATALOGUE=/opt/datasync/catalogue.toml
+ENV DATASYNC_CATALOGUE=/app/catalogue.toml
 
 # A non-root user; its home is the working directory, the only place it can write (`datasync run`
 # keeps its SQLite store and embedded Redis state there). The code stays root-owned, read-only.
