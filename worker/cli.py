@@ -26,12 +26,12 @@ from rich.table import Table
 from rich.text import Text
 
 from models.diff import OptionsDiff
+from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
 from worker.cli_healthcheck import register as register_healthcheck
 from worker.outcome import SyncOutcome
 from worker.settings import ConfigurationError, Settings, get_settings
 
 if TYPE_CHECKING:
-    from worker.catalogue import Catalogue, CatalogueEntry
     from worker.context import SyncContext
 
 app = typer.Typer(
@@ -106,8 +106,6 @@ def load_settings(catalogue: Path | None = None) -> Settings:
 
 
 def open_catalogue(settings: Settings) -> Catalogue:
-    from worker.catalogue import CatalogueError, load_catalogue
-
     try:
         return load_catalogue(settings.catalogue)
     except CatalogueError as exc:
@@ -182,8 +180,6 @@ def sync(
 def select_entries(
     catalogue: Catalogue, keys: list[str] | None, all_: bool, category: str | None
 ) -> list[CatalogueEntry]:
-    from worker.catalogue import CatalogueError
-
     if keys and all_:
         raise fail("give dataset keys or --all, not both")
     try:
