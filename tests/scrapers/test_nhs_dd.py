@@ -12,6 +12,8 @@ from scrapers.errors import PermanentError
 from scrapers.http import Document
 from scrapers.nhs_dd import NhsDataDictionary, parse_page
 from scrapers.normalise import RawOption, normalise
+from tests.conftest import expected_result
+from tests.fixtures.make_nhs_dd_fixtures import DATASETS, PAGES, VARIANT_DATASETS, dataset_key, slug_of
 
 URL = "https://www.datadictionary.nhs.uk/data_elements/test_element.html"
 FIXTURE_PAGES = (
@@ -394,6 +396,30 @@ def test_the_word_permitted_in_a_description_does_not_restrict_the_list() -> Non
         "National Codes", NATIONAL
     )
     assert [r.code for r in parse_page(page(body))] == ["01", "02", "03", "04"]
+
+
+# --- every fixture page (the 48 shipped datasets and the Permitted National Codes variants) --------
+
+FIXTURE_KEYS = {slug_of(url): dataset_key(name) for name, url, *_ in [*DATASETS, *VARIANT_DATASETS]}
+
+
+@pytest.mark.parametrize("slug", sorted(FIXTURE_KEYS))
+def test_every_fixture_page_gives_exactly_its_expected_options(slug: str) -> None:
+    path = FIXTURE_PAGES / f"{slug}.html"
+    result = normalise(parse_page(Document(url=URL, body=path.read_bytes(), charset="utf-8")))
+    expected = expected_result(FIXTURE_KEYS[slug])
+    assert list(result.options.items()) == list(expected["options"].items())
+    assert list(result.retired_codes) == expected["retired_codes"]
+    assert list(result.default_codes) == expected["default_codes"]
+    assert not result.warnings or slug == "employee_absence_category"
+
+
+def test_the_permitted_variant_pages_show_more_codes_than_they_allow() -> None:
+    variants = [slug_of(url) for _, url in VARIANT_DATASETS]
+    assert len(variants) == 9 and len(FIXTURE_KEYS) == len(list(FIXTURE_PAGES.glob("*.html"))) == 57
+    for slug in variants:
+        shown = [row for table in PAGES[slug]["tables"] for row in table["rows"] if row[0] != "__group__"]
+        assert len(shown) > len(expected_result(FIXTURE_KEYS[slug])["options"]), slug
 
 
 # --- bytes and charsets ---------------------------------------------------------------------------
