@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
-from bs4 import BeautifulSoup, Tag
+from lxml import etree
+from lxml.etree import _Element
 
 from scrapers.base import MarkedText, Source, SourceEntry, decode_marked, html_charset
 from scrapers.errors import PermanentError
 from scrapers.http import Document
-from scrapers.normalise import RawOption, html_to_text
+from scrapers.normalise import BLOCK_TAGS, INVISIBLE_TAGS, RawOption, collapse_whitespace
 
 LABEL_HEADER_WORDS = ("description", "definition", "meaning", "label", "value", "name")
 HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
@@ -86,7 +86,7 @@ class PageTree(Protocol):
 def parse_page(document: Document) -> list[RawOption]:
     decoded = decode_marked(document, html_charset(document))
     try:
-        rows = options_from(SoupPage(decoded.text), document.url)
+        rows = options_from(LxmlPage(decoded.text, document.url), document.url)
     except PermanentError as error:
         if decoded.marker:
             raise decoded.error("the page") from error
@@ -142,60 +142,111 @@ def _undecodable_row(decoded: MarkedText, rows: Iterable[RawOption]) -> Permanen
     return decoded.error("the page (outside the code rows)")
 
 
-@dataclass
-class SoupPage:
-    text: str
+class LxmlPage:
+    """A page parsed once into lxml's C tree; one pass in document order finds tables and their headings."""
 
-    def __post_init__(self) -> None:
-        self.soup = BeautifulSoup(self.text, "lxml")
+    def __init__(self, text: str, url: str) -> None:
+        parser = etree.HTMLParser(huge_tree=True, no_network=True, encoding="utf-8")
+        root = etree.fromstring(text.encode("utf-8"), parser)
+        too_deep = next((e for e in parser.error_log if e.type_name == "ERR_RESOURCE_LIMIT"), None)
+        if too_deep is not None:
+            raise PermanentError(
+                "too_deep", f"{url}: the HTML is nested too deeply to read (line {too_deep.line}: {too_deep.message})"
+            )
+        self._tables: list[LxmlTable] = []
+        self._headings: list[_Element] = []
+        for element in _tables_and_headings(root):
+            if element.tag == "table":
+                self._tables.append(LxmlTable(element, self._headings[-1] if self._headings else None))
+            if _is_heading(element):
+                self._headings.append(element)
 
     def tables(self) -> Iterator[FoundTable]:
-        return (SoupTable(table) for table in self.soup.find_all("table"))
+        return iter(self._tables)
 
     def headings(self) -> Iterator[str]:
-        return (html_to_text(tag).lower() for tag in self.soup.find_all(_is_heading))
+        return (element_text(heading).lower() for heading in self._headings)
 
 
-@dataclass
-class SoupTable:
-    table: Tag
+class LxmlTable:
+    def __init__(self, table: _Element, heading: _Element | None) -> None:
+        self.table = table
+        self._heading = heading
 
     def header(self) -> list[str] | None:
-        row = self.table.find("tr")
+        row = next(self.table.iter("tr"), None)
         if row is None:
             return None
-        return [html_to_text(cell).lower() for cell in _cells(row)]
+        return [element_text(cell).lower() for cell in _cells(row)]
 
     def heading(self) -> str:
-        heading = self.table.find_previous(_is_heading)
-        return "" if heading is None else html_to_text(heading).lower()
+        return "" if self._heading is None else element_text(self._heading).lower()
 
     def rows(self) -> Iterator[tuple[str, str, bool]]:
-        body_rows = [row for row in self.table.find_all("tr") if row.find_parent("table") is self.table]
+        body_rows = [row for row in self.table.iter("tr") if next(row.iterancestors("table")) is self.table]
         for row in body_rows[1:]:
             cells = _cells(row)
             if len(cells) < 2:
                 continue  # a group heading spanning the table
-            code, label = html_to_text(cells[0]), html_to_text(cells[1])
+            code, label = element_text(cells[0]), element_text(cells[1])
             if not code:
                 continue  # a group heading written as an empty code cell
             yield code, label, _is_retired(row)
 
 
-def _is_heading(tag: Tag) -> bool:
-    classes = tag.get("class") or []
-    return tag.name in HEADINGS or any(name in classes for name in HEADING_CLASSES)
+def element_text(element: _Element) -> str:
+    """What a browser shows for an element, as one clean line (the rules of ``normalise.html_to_text``).
+
+    Walks the tree with an explicit stack, so markup nested thousands deep costs no recursion.
+    """
+    pieces: list[str] = []
+    stack: list[_Element | str] = [element]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            pieces.append(node)
+            continue
+        if node is not element and node.tail:
+            stack.append(node.tail)
+        tag = node.tag
+        if not isinstance(tag, str) or tag in INVISIBLE_TAGS:
+            continue  # comments and invisible elements show nothing (their tail is shown)
+        if tag in BLOCK_TAGS:
+            pieces.append(" ")
+            stack.append(" ")
+        if node.text:
+            pieces.append(node.text)
+        stack.extend(reversed(node))
+    return collapse_whitespace("".join(pieces))
 
 
-def _cells(row: Tag) -> list[Tag]:
-    return row.find_all(("td", "th"), recursive=False)
+_TABLES_AND_HEADINGS = etree.XPath(
+    "//table | //h1 | //h2 | //h3 | //h4 | //h5 | //h6 | "
+    + " | ".join(f"//*[contains(@class, '{name}')]" for name in HEADING_CLASSES)
+)
 
 
-def _is_retired(row: Tag) -> bool:
-    """Marked retired on the row or any cell in it: a 'retired' class, or struck-through text."""
-    for tag in (row, *row.find_all(True)):
-        if tag.name in STRUCK_TAGS or "line-through" in (tag.get("style") or ""):
+def _tables_and_headings(root: _Element | None) -> list[_Element]:
+    """Every table and heading candidate, in document order (the order XPath returns a union in)."""
+    return [] if root is None else cast(list[_Element], _TABLES_AND_HEADINGS(root))
+
+
+def _is_heading(element: _Element) -> bool:
+    if element.tag in HEADINGS:
+        return True
+    classes = str(element.get("class") or "").split()
+    return any(name in classes for name in HEADING_CLASSES)
+
+
+def _cells(row: _Element) -> list[_Element]:
+    return [cell for cell in row if cell.tag in ("td", "th")]
+
+
+def _is_retired(row: _Element) -> bool:
+    """Marked retired on the row or any element in it: a 'retired' class, or struck-through text."""
+    for element in row.iter(etree.Element):
+        if element.tag in STRUCK_TAGS or "line-through" in str(element.get("style") or ""):
             return True
-        if any("retired" in css.lower() for css in tag.get("class") or []):
+        if "retired" in str(element.get("class") or "").lower():
             return True
     return False

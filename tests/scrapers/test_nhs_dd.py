@@ -500,6 +500,25 @@ def test_a_real_replacement_character_in_the_source_is_kept() -> None:
     assert pairs(parse_page(Document(url=URL, body=body, charset="utf-8"))) == [("01", "Shown as \ufffd on the site")]
 
 
+# --- deeply nested markup -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [300, 1_000, 1_500])
+def test_deeply_nested_inline_markup_in_a_cell_parses(depth: int) -> None:
+    cell = "<span>" * depth + "Deep" + "</span>" * depth
+    rows = parse_page(page(table(("Code", "Description"), row("01", cell), row("02", "Two"))))
+    assert pairs(rows) == [("01", "Deep"), ("02", "Two")]
+
+
+@pytest.mark.parametrize("depth", [5_000, 50_000])
+def test_markup_nested_beyond_the_parser_limit_is_a_named_error(depth: int) -> None:
+    cell = "<span>" * depth + "Deep" + "</span>" * depth
+    with pytest.raises(PermanentError) as caught:
+        parse_page(page(table(("Code", "Description"), row("01", "One"), row("02", cell), row("03", "Three"))))
+    assert caught.value.kind == "too_deep"
+    assert URL in caught.value.message and "nested" in caught.value.message
+
+
 # --- errors ---------------------------------------------------------------------------------------
 
 
