@@ -67,9 +67,11 @@ WORDS = st.sampled_from(
 )
 ENTITIES = st.sampled_from(["&amp;", "&nbsp;", "&#39;", "&rsquo;", "&lt;b&gt;", "&foo;", "&", "&#160;", "&#x2014;"])
 SPACES = st.sampled_from([" ", "  ", "\n", "\t", "\u00a0", "\n      ", ""])
-TEXT = st.lists(st.one_of(WORDS, ENTITIES, SPACES, st.text(alphabet="abcXYZ09 -/()", max_size=6)), max_size=5).map(
-    "".join
-)
+TEXT = st.lists(
+    st.one_of(WORDS, WORDS, ENTITIES, SPACES, st.text(alphabet="abcXYZ09 -/()", min_size=1, max_size=6)),
+    min_size=1,
+    max_size=4,
+).map("".join)
 INLINE = st.sampled_from(
     [
         "a class='xref' href='../classes/patient.html'",
@@ -84,9 +86,12 @@ INLINE = st.sampled_from(
         "span style='text-decoration: line-through'",
         "span class='Retired-code'",
         "sup",
+        "span",
+        "a href='../x.html'",
+        "b",
     ]
 )
-BLOCK = st.sampled_from(["p class='p'", "div", "li", "ul", "section", "h3", "div class='tabletitle'"])
+BLOCK = st.sampled_from(["p class='p'", "p", "div", "li", "ul", "section", "h3", "div class='tabletitle'", "td"])
 SPECIAL = st.sampled_from(
     ["<br/>", "<br>", "<!-- comment -->", "<script>var x = '<td>';</script>", "<style>td{}</style>", "<wbr>", "<hr/>"]
 )
@@ -102,13 +107,15 @@ def _wrap(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     )
 
 
-MARKUP = st.recursive(st.one_of(TEXT, SPECIAL), _wrap, max_leaves=8)
+MARKUP = st.recursive(st.one_of(TEXT, TEXT, TEXT, SPECIAL), _wrap, max_leaves=8)
 CODE = st.one_of(
     st.sampled_from(["01", "2A", "X", "0", "99", "01001", "", "&nbsp;", " 05 "]),
     st.builds(lambda code, tag: f"<{tag}>{code}</{tag}>", st.sampled_from(["01", "9"]), st.sampled_from(["p", "span"])),
     MARKUP,
 )
-ROW_ATTRS = st.sampled_from(["", " class='strow'", " class='strow retired'", " style='text-decoration:line-through'"])
+ROW_ATTRS = st.sampled_from(
+    ["", "", " class='strow'", " class='strow'", " class='strow retired'", " style='text-decoration:line-through'"]
+)
 CODE_CELL = st.sampled_from(["td", "th scope='row'", "th"])
 
 
@@ -116,14 +123,19 @@ def _row(attrs: str, cell: str, code: str, label: str) -> str:
     return f"<tr{attrs}><{cell}>{code}</{cell.split()[0]}><td>{label}</td></tr>"
 
 
+CODE_ROW = st.builds(_row, ROW_ATTRS, CODE_CELL, CODE, MARKUP)
 ROW = st.one_of(
-    st.builds(_row, ROW_ATTRS, CODE_CELL, CODE, MARKUP),
+    CODE_ROW,
+    CODE_ROW,
+    CODE_ROW,
     st.builds(lambda text: f"<tr><td colspan='2'><strong>{text}</strong></td></tr>", TEXT),
     st.builds(lambda text: f"<tr><td></td><td><strong>{text}</strong></td></tr>", TEXT),
     st.just("<tr><td>only one cell</td></tr>"),
 )
 HEADER = st.sampled_from(
     [
+        ("Code", "Description"),
+        ("Code", "Description"),
         ("Code", "Description"),
         ("National Code", "National Code Definition"),
         ("Default Code", "Default Code Definition"),
@@ -149,7 +161,7 @@ def _table(header: tuple[str, str], style: str, rows: list[str]) -> str:
     return f"<table><tr><th>{header[0]}</th><th>{header[1]}</th></tr>{''.join(rows)}</table>"
 
 
-TABLE = st.builds(_table, HEADER, st.sampled_from(["thead", "strong", "bare"]), st.lists(ROW, max_size=6))
+TABLE = st.builds(_table, HEADER, st.sampled_from(["thead", "strong", "bare"]), st.lists(ROW, min_size=1, max_size=6))
 HEADING_TEXT = st.sampled_from(
     [
         "National Codes",
@@ -165,14 +177,20 @@ HEADING_TEXT = st.sampled_from(
 HEADING = st.builds(
     lambda form, text: form.format(text),
     st.sampled_from(
-        ["<h2 class='title topictitle2'>{}</h2>", "<h3 class='sectiontitle'>{}</h3>", "<div class='tabletitle'>{}</div>"]
+        [
+            "<h2 class='title topictitle2'>{}</h2>",
+            "<h3 class='sectiontitle'>{}</h3>",
+            "<div class='tabletitle'>{}</div>",
+        ]
     ),
     HEADING_TEXT,
 )
 SECTION = st.builds(
-    lambda heading, parts: f"<article class='topic nested1'>{heading}<div class='body'>{''.join(parts)}</div></article>",
+    lambda heading, parts: (
+        f"<article class='topic nested1'>{heading}<div class='body'>{''.join(parts)}</div></article>"
+    ),
     st.one_of(HEADING, st.just("")),
-    st.lists(st.one_of(TABLE, MARKUP.map(lambda inner: f"<p>{inner}</p>")), min_size=1, max_size=3),
+    st.lists(st.one_of(TABLE, TABLE, MARKUP.map(lambda inner: f"<p>{inner}</p>")), min_size=1, max_size=3),
 )
 
 
@@ -227,3 +245,11 @@ def test_spliced_fixture_pages_read_the_same(name: str, cuts: list[int], junk: s
 )
 def test_tag_soup_reads_the_same(text: str) -> None:
     assert_same(text)
+
+
+@pytest.mark.parametrize("depth", [255, 256, 257, 600, 900])
+def test_deeply_nested_cells_read_the_same(depth: int) -> None:
+    cell = "<span>" * depth + "Deep <em>text</em>" + "</span>" * depth
+    rows = f"<tr><td>01</td><td>{cell}</td></tr><tr><td>02</td><td>Two</td></tr>"
+    text = _page([f"<h2>National Codes</h2><table><tr><th>Code</th><th>Description</th></tr>{rows}</table>"])
+    assert product(text) == oracle(text) == ("rows", [RawOption("01", "Deep text"), RawOption("02", "Two")])
