@@ -13,9 +13,10 @@ well; its list is then the permitted codes plus the default codes, never the uni
 
 from __future__ import annotations
 
+import codecs
 import enum
 from collections.abc import Iterable, Iterator
-from typing import Protocol, cast
+from typing import Protocol
 
 from lxml import etree
 from lxml.etree import _Element
@@ -86,7 +87,7 @@ class PageTree(Protocol):
 def parse_page(document: Document) -> list[RawOption]:
     decoded = decode_marked(document, html_charset(document))
     try:
-        rows = options_from(LxmlPage(decoded.text, document.url), document.url)
+        rows = options_from(LxmlPage(_utf8(document, decoded), document.url), document.url)
     except PermanentError as error:
         if decoded.marker:
             raise decoded.error("the page") from error
@@ -94,6 +95,13 @@ def parse_page(document: Document) -> list[RawOption]:
     if decoded.marker:
         raise _undecodable_row(decoded, rows)
     return rows
+
+
+def _utf8(document: Document, decoded: MarkedText) -> bytes:
+    """The page as UTF-8 for lxml: the body itself when it already is (the usual case), else re-encoded."""
+    if decoded.encoding == "utf-8" and not decoded.marker:
+        return document.body.removeprefix(codecs.BOM_UTF8)
+    return decoded.text.encode("utf-8")
 
 
 def options_from(page: PageTree, url: str) -> list[RawOption]:
@@ -145,9 +153,9 @@ def _undecodable_row(decoded: MarkedText, rows: Iterable[RawOption]) -> Permanen
 class LxmlPage:
     """A page parsed once into lxml's C tree; one pass in document order finds tables and their headings."""
 
-    def __init__(self, text: str, url: str) -> None:
+    def __init__(self, html: bytes, url: str) -> None:
         parser = etree.HTMLParser(huge_tree=True, no_network=True, encoding="utf-8")
-        root = etree.fromstring(text.encode("utf-8"), parser)
+        root = etree.fromstring(html, parser)
         too_deep = next((e for e in parser.error_log if e.type_name == "ERR_RESOURCE_LIMIT"), None)
         if too_deep is not None:
             raise PermanentError(
@@ -155,10 +163,11 @@ class LxmlPage:
             )
         self._tables: list[LxmlTable] = []
         self._headings: list[_Element] = []
-        for element in _tables_and_headings(root):
-            if element.tag == "table":
+        for element in () if root is None else root.iter(etree.Element):
+            tag = element.tag
+            if tag == "table":
                 self._tables.append(LxmlTable(element, self._headings[-1] if self._headings else None))
-            if _is_heading(element):
+            if tag in HEADINGS or _has_heading_class(element):
                 self._headings.append(element)
 
     def tables(self) -> Iterator[FoundTable]:
@@ -199,6 +208,8 @@ def element_text(element: _Element) -> str:
 
     Walks the tree with an explicit stack, so markup nested thousands deep costs no recursion.
     """
+    if not len(element) and isinstance(element.tag, str) and element.tag not in INVISIBLE_TAGS:
+        return collapse_whitespace(element.text or "")  # most cells: text and no markup
     pieces: list[str] = []
     stack: list[_Element | str] = [element]
     while stack:
@@ -220,22 +231,11 @@ def element_text(element: _Element) -> str:
     return collapse_whitespace("".join(pieces))
 
 
-_TABLES_AND_HEADINGS = etree.XPath(
-    "//table | //h1 | //h2 | //h3 | //h4 | //h5 | //h6 | "
-    + " | ".join(f"//*[contains(@class, '{name}')]" for name in HEADING_CLASSES)
-)
-
-
-def _tables_and_headings(root: _Element | None) -> list[_Element]:
-    """Every table and heading candidate, in document order (the order XPath returns a union in)."""
-    return [] if root is None else cast(list[_Element], _TABLES_AND_HEADINGS(root))
-
-
-def _is_heading(element: _Element) -> bool:
-    if element.tag in HEADINGS:
-        return True
-    classes = str(element.get("class") or "").split()
-    return any(name in classes for name in HEADING_CLASSES)
+def _has_heading_class(element: _Element) -> bool:
+    classes = element.get("class")
+    if not classes or not any(name in classes for name in HEADING_CLASSES):
+        return False  # the quick test: most elements have no class, or not one of these
+    return any(name in str(classes).split() for name in HEADING_CLASSES)
 
 
 def _cells(row: _Element) -> list[_Element]:

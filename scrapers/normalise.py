@@ -101,6 +101,8 @@ def _clean_once(text: str) -> str:
     if MARKUP.search(text):
         text = html_to_text(BeautifulSoup(text, "lxml"))
         text = MARKUP.sub("", text)
+    if text.isprintable():  # no control characters and no whitespace but spaces: nothing below would change
+        return collapse_whitespace(text)
     text = "".join(
         " " if char.isspace() else char
         for char in text
