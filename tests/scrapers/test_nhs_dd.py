@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scrapers.base import html_charset
 from scrapers.errors import PermanentError
 from scrapers.http import Document
 from scrapers.nhs_dd import NhsDataDictionary, parse_page
@@ -589,13 +590,15 @@ ROBUST = settings(max_examples=150, deadline=None, suppress_health_check=[Health
 
 
 def _parse_or_clear_error(body: bytes, charset: str | None = None) -> None:
+    document = Document(url=URL, body=body, charset=charset)
     try:
-        rows = parse_page(Document(url=URL, body=body, charset=charset))
+        rows = parse_page(document)
     except PermanentError as exc:
         assert exc.kind and not exc.transient
         assert URL in str(exc)
         return
     assert rows
+    body.decode(html_charset(document))  # rows only ever come from a page that decodes strictly
     assert all(isinstance(r, RawOption) and r.code and isinstance(r.label, str) for r in rows)
     assert all(r.code == r.code.strip() and "\n" not in r.code for r in rows)
 
