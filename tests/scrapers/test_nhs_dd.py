@@ -511,6 +511,12 @@ def test_deeply_nested_inline_markup_in_a_cell_parses(depth: int) -> None:
     assert pairs(rows) == [("01", "Deep"), ("02", "Two")]
 
 
+def test_deeply_nested_escaped_markup_in_a_label_normalises() -> None:
+    cell = "&lt;span&gt;" * 1_500 + "Deep" + "&lt;/span&gt;" * 1_500
+    result = normalise(parse_page(page(table(("Code", "Description"), row("01", cell)))))
+    assert result.options == {"01": "Deep"}
+
+
 @pytest.mark.parametrize("depth", [5_000, 50_000])
 def test_markup_nested_beyond_the_parser_limit_is_a_named_error(depth: int) -> None:
     cell = "<span>" * depth + "Deep" + "</span>" * depth
