@@ -136,8 +136,11 @@ def html_charset(document: Document) -> str:
     """
     if document.body.startswith(codecs.BOM_UTF8):
         return "utf-8"
-    meta = _META_CHARSET.search(document.body[:1024])
-    declared = _known_codec(document.charset) or _known_codec(meta.group(1).decode("ascii") if meta else None)
+    declared = _known_codec(document.charset)
+    if declared is None and (meta := _META_CHARSET.search(document.body[:1024])):
+        declared = _known_codec(meta.group(1).decode("ascii"))
+        if declared and declared.startswith(("utf-16", "utf-32")):
+            declared = "utf-8"  # the bytes that say so are ASCII: a <meta> cannot declare UTF-16
     if declared in ("iso8859-1", "ascii"):
         return "cp1252"
     return declared or "utf-8"

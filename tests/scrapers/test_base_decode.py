@@ -73,9 +73,10 @@ def test_a_binary_body_is_garbage_not_text() -> None:
         (b"<meta charset='shift_jis'>", "utf-8", "utf-8"),
         (b"<meta charset='latin1'>", None, "cp1252"),
         (b"<meta charset='bogus'>", None, "utf-8"),
+        (b"<meta charset='utf-16le'>", None, "utf-8"),
         (b" " * 1100 + b"<meta charset='shift_jis'>", None, "utf-8"),
     ],
-    ids=["meta", "http-equiv", "header-wins", "latin-1-is-windows-1252", "unknown", "meta-after-1-kb"],
+    ids=["meta", "http-equiv", "header-wins", "latin-1-is-windows-1252", "unknown", "meta-utf-16", "meta-after-1-kb"],
 )
 def test_html_charset_follows_the_browser_order(body: bytes, charset: str | None, expected: str) -> None:
     assert html_charset(doc(body, charset)) == expected
