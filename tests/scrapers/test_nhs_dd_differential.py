@@ -253,3 +253,20 @@ def test_deeply_nested_cells_read_the_same(depth: int) -> None:
     rows = f"<tr><td>01</td><td>{cell}</td></tr><tr><td>02</td><td>Two</td></tr>"
     text = _page([f"<h2>National Codes</h2><table><tr><th>Code</th><th>Description</th></tr>{rows}</table>"])
     assert product(text) == oracle(text) == ("rows", [RawOption("01", "Deep text"), RawOption("02", "Two")])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(PAGE, st.sampled_from(["header", "meta", "http-equiv"]))
+def test_generated_windows_1252_pages_read_the_same_as_their_text(text: str, declared: str) -> None:
+    try:
+        body = text.replace("<meta charset='utf-8'>", "").encode("cp1252")
+    except UnicodeEncodeError:
+        body = text.replace("<meta charset='utf-8'>", "").encode("cp1252", "xmlcharrefreplace")
+    declaration = {
+        "header": b"",
+        "meta": b"<meta charset='windows-1252'>",
+        "http-equiv": b"<meta http-equiv='Content-Type' content='text/html; charset=iso-8859-1'>",
+    }[declared]
+    document = Document(url=URL, body=declaration + body, charset="windows-1252" if declared == "header" else None)
+    expected = oracle((declaration + body).decode("cp1252"))
+    assert outcome(lambda: parse_page(document)) == expected
