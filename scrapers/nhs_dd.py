@@ -27,7 +27,7 @@ from scrapers.http import Document
 from scrapers.normalise import BLOCK_TAGS, INVISIBLE_TAGS, RawOption, collapse_whitespace
 
 LABEL_HEADER_WORDS = ("description", "definition", "meaning", "label", "value", "name")
-HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
+HEADINGS = frozenset(("h1", "h2", "h3", "h4", "h5", "h6"))
 HEADING_CLASSES = ("sectiontitle", "tabletitle")
 STRUCK_TAGS = ("del", "s", "strike")
 
@@ -167,8 +167,10 @@ class LxmlPage:
             tag = element.tag
             if tag == "table":
                 self._tables.append(LxmlTable(element, self._headings[-1] if self._headings else None))
-            if tag in HEADINGS or _has_heading_class(element):
+            if tag in HEADINGS:
                 self._headings.append(element)
+            elif (classes := element.get("class")) and "title" in classes and _is_heading_class(classes):
+                self._headings.append(element)  # "title" first: a cheap test most elements fail
 
     def tables(self) -> Iterator[FoundTable]:
         return iter(self._tables)
@@ -231,11 +233,8 @@ def element_text(element: _Element) -> str:
     return collapse_whitespace("".join(pieces))
 
 
-def _has_heading_class(element: _Element) -> bool:
-    classes = element.get("class")
-    if not classes or not any(name in classes for name in HEADING_CLASSES):
-        return False  # the quick test: most elements have no class, or not one of these
-    return any(name in str(classes).split() for name in HEADING_CLASSES)
+def _is_heading_class(classes: str) -> bool:
+    return any(name in classes.split() for name in HEADING_CLASSES)
 
 
 def _cells(row: _Element) -> list[_Element]:
