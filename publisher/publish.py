@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.schema import Dataset, DatasetVersion, Publication
 from models.types import utcnow
+from models.upsert import spec_from_dataset
 from publisher.client import CatalogueApiError, CatalogueClient, ClientConfig
 from publisher.merge_patch import json_equal, merge_patch
 from publisher.record import RECORD_RULES, Contact, DatasetFacts, build_record, check_record
@@ -198,18 +199,7 @@ def _desired(publisher: Publisher, key: str) -> tuple[dict[str, Any] | None, int
                 return None, None, known
             return {**known.record, "status": "Withdrawn"}, known.published_version, known
         changed = session.scalar(select(func.max(DatasetVersion.created_at)).where(DatasetVersion.dataset_key == key))
-        facts = DatasetFacts(
-            key=key,
-            name=dataset.name,
-            description=dataset.description or "",
-            category=dataset.category,
-            source_type=dataset.source_type,
-            tags=list(dataset.tags),
-            reference_url=dataset.reference_url,
-            frequency_hours=dataset.sync_frequency_hours,
-            issued=dataset.created_at,
-            modified=changed or dataset.updated_at,
-        )
+        facts = DatasetFacts(spec_from_dataset(dataset), dataset.created_at, changed or dataset.updated_at)
         version = dataset.version
     settings = publisher.settings
     contact = Contact(settings.publish_contact_name, settings.publish_contact_email)

@@ -16,6 +16,7 @@ from typing import Any
 
 from bs4 import BeautifulSoup
 
+from models.upsert import DatasetSpec
 from publisher.defaults import ACCESS_RIGHTS, RECORD_TYPES, SECURITY_CLASSIFICATIONS, PublishDefaults
 from scrapers.errors import redact
 from worker.problems import Problem, pointer
@@ -36,16 +37,9 @@ class Contact:
 
 @dataclass(frozen=True)
 class DatasetFacts:
-    """What a record says about one dataset, read from the store."""
+    """What a record says about one dataset: the store row's metadata and when it was issued and last changed."""
 
-    key: str
-    name: str
-    description: str
-    category: str
-    source_type: str
-    tags: list[str]
-    reference_url: str | None
-    frequency_hours: float | None
+    spec: DatasetSpec
     issued: datetime
     modified: datetime
 
@@ -54,24 +48,25 @@ def build_record(
     facts: DatasetFacts, defaults: PublishDefaults, contact: Contact, dataset_api_url: str | None
 ) -> dict[str, Any]:
     """The full record datasync wants the catalogue to hold for this dataset (status ``Published``)."""
+    spec = facts.spec
     record: dict[str, Any] = {
-        "supplierIdentifier": facts.key,
+        "supplierIdentifier": spec.key,
         "modified": timestamp(facts.modified),
         "issued": timestamp(facts.issued),
         "status": "Published",
-        "title": facts.name,
-        "description": plain_text(facts.description) or f"{facts.name}: an option list kept current by datasync.",
+        "title": spec.name,
+        "description": plain_text(spec.description) or f"{spec.name}: an option list kept current by datasync.",
         "type": defaults.type,
         "theme": list(defaults.themes),
-        "keyword": list(facts.tags),
+        "keyword": list(spec.tags),
         "contactPoint": _contact_point(defaults, contact),
         "license": defaults.licence.model_dump(),
         "publisher": defaults.publisher,
-        "creator": defaults.creator_for(facts.category),
+        "creator": defaults.creator_for(spec.category),
         "securityClassification": defaults.security_classification,
         "accessRights": defaults.access_rights,
-        "distribution": _distributions(facts, dataset_api_url),
-        "updateFrequency": update_frequency(facts.frequency_hours),
+        "distribution": _distributions(spec, dataset_api_url),
+        "updateFrequency": update_frequency(spec.sync_frequency_hours),
     }
     return {name: value for name, value in record.items() if value not in (None, [])}
 
@@ -105,21 +100,21 @@ def _contact_point(defaults: PublishDefaults, contact: Contact) -> list[dict[str
     return []
 
 
-def _distributions(facts: DatasetFacts, dataset_api_url: str | None) -> list[dict[str, Any]]:
+def _distributions(spec: DatasetSpec, dataset_api_url: str | None) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     if dataset_api_url:
         found.append(
             {
                 "title": "Dataset API",
                 "description": "The option list as JSON from the platform's dataset API",
-                "accessURL": f"{dataset_api_url.rstrip('/')}/{facts.key}/",
+                "accessURL": f"{dataset_api_url.rstrip('/')}/{spec.key}/",
                 "format": "API",
                 "mediaType": ["application/json"],
             }
         )
-    source = facts.reference_url
+    source = spec.reference_url
     if source and redact(source) == source:  # a URL carrying a credential is never published
-        if facts.source_type == "api":
+        if spec.source_type == "api":
             where = {"accessURL": source, "format": "API", "mediaType": ["application/json"]}
         else:
             where = {"downloadURL": source, "format": "Web page", "mediaType": ["text/html"]}
