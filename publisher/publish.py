@@ -138,7 +138,7 @@ def select_keys(publisher: Publisher, keys: list[str] | None) -> list[str]:
 def keys_with_new_versions(publisher: Publisher) -> list[str]:
     """For the beat task: datasets whose current version was neither published nor rejected yet."""
     with publisher.sessions() as session:
-        versions = dict(session.execute(select(Dataset.key, Dataset.version)).tuples())
+        versions = {key: version for key, version in session.execute(select(Dataset.key, Dataset.version))}
         publications = {p.dataset_key: p for p in session.scalars(select(Publication))}
     keys = []
     for key in select_keys(publisher, None):
