@@ -24,6 +24,7 @@ from models.diff import OptionsDiff
 from models.types import utcnow
 from worker import review
 from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
+from worker.cli_publish import catalogue_exit, register_publish, settings_exit
 from worker.context import SyncContext, throttle_for
 from worker.embedded import STATE_DIR, embedded_broker, running_broker_url
 from worker.outcome import SyncOutcome
@@ -74,8 +75,7 @@ def main() -> None:
     try:
         get_settings()
     except ConfigurationError as exc:
-        err.print(Text("configuration error: ", style="bold red") + Text(str(exc)))
-        raise SystemExit(2) from exc
+        raise settings_exit(exc) from exc
     app()
 
 
@@ -93,7 +93,7 @@ def open_catalogue(settings: Settings) -> Catalogue:
     try:
         return load_catalogue(settings.catalogue)
     except CatalogueError as exc:
-        raise fail(str(exc)) from exc
+        raise catalogue_exit(exc) from exc
 
 
 def ensure_schema(settings: Settings) -> None:
@@ -158,7 +158,7 @@ def select_entries(
     try:
         entries = catalogue.select(keys or None, category)
     except CatalogueError as exc:
-        raise fail(str(exc)) from exc
+        raise catalogue_exit(exc) from exc
     if not entries:
         raise fail(f"no datasets selected (category {category!r})" if category else "no datasets selected")
     return entries
@@ -494,6 +494,8 @@ def celery_app() -> Any:
 def _text(value: Any) -> str:
     return "-" if value is None else str(value)
 
+
+register_publish(app, open_catalogue, ensure_schema)
 
 if __name__ == "__main__":
     main()
