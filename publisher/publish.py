@@ -150,6 +150,17 @@ def keys_with_new_versions(publisher: Publisher) -> list[str]:
     return keys
 
 
+def publish_new_versions(
+    catalogue: Catalogue, sessions: sessionmaker[Session], settings: Settings
+) -> list[PublishOutcome]:
+    """The beat task's work (``DATASYNC_PUBLISH_AUTO``): every dataset with a version the catalogue has not seen."""
+    publisher = Publisher(catalogue, sessions, settings)
+    try:
+        return publish_many(publisher, keys_with_new_versions(publisher))
+    finally:
+        publisher.close()
+
+
 def publish_many(publisher: Publisher, keys: list[str], *, dry_run: bool = False) -> list[PublishOutcome]:
     if not dry_run:
         client_config(publisher.settings)  # fail before any work when publishing is off
