@@ -136,16 +136,21 @@ def select_keys(publisher: Publisher, keys: list[str] | None) -> list[str]:
 
 
 def keys_with_new_versions(publisher: Publisher) -> list[str]:
-    """For the beat task: datasets whose current version was neither published nor rejected yet."""
+    """For the beat task: datasets whose current version was neither published nor rejected yet, and
+    published datasets that left the catalogue but are not withdrawn yet."""
+    entries = publisher.catalogue.by_key()
     with publisher.sessions() as session:
         versions = {key: version for key, version in session.execute(select(Dataset.key, Dataset.version))}
         publications = {p.dataset_key: p for p in session.scalars(select(Publication))}
     keys = []
     for key in select_keys(publisher, None):
         known = publications.get(key)
-        if key not in versions and known is None:
-            continue
-        if known is None or versions.get(key) not in (known.published_version, known.rejected_version):
+        if key not in entries:
+            if known is not None and known.status != "Withdrawn":
+                keys.append(key)
+        elif key in versions and (
+            known is None or versions[key] not in (known.published_version, known.rejected_version)
+        ):
             keys.append(key)
     return keys
 

@@ -273,6 +273,10 @@ def test_new_versions_are_what_the_beat_task_publishes(
     assert keys_with_new_versions(publisher) == []
     store_list(synced.by_key()["nhs_trusts"], {"N": "New"})
     assert keys_with_new_versions(publisher) == ["nhs_trusts"]
+    smaller = make_publisher(without(synced, "ethnic_category"))
+    assert keys_with_new_versions(smaller) == ["nhs_trusts", "ethnic_category"]
+    publish_many(smaller, keys_with_new_versions(smaller))
+    assert keys_with_new_versions(smaller) == []
 
 
 def test_publishing_is_off_without_a_url(synced: Catalogue, store: sessionmaker[Session], store_url: str) -> None:
