@@ -141,3 +141,26 @@ def test_wrong_credentials_name_the_settings_to_check(api: CatalogueApi) -> None
         client.get_dataset("x")
     client.close()
     assert "DATASYNC_PUBLISH_CLIENT_SECRET" in caught.value.message and "wrong-secret" not in caught.value.message
+
+
+def test_the_emulator_catches_wasteful_patches_and_the_wrong_media_type(
+    api: CatalogueApi, client: CatalogueClient
+) -> None:
+    """The emulator's judgement is what the publish tests rely on: it must see a bad patch."""
+    catalogue_id = client.create_dataset({"title": "t", "status": "Published", "supplierIdentifier": "k"})
+    assert catalogue_id is not None
+    client.patch_dataset(catalogue_id, {})
+    client.patch_dataset(catalogue_id, {"title": "t", "keyword": None})
+    assert api.violations == [
+        "an empty patch was sent",
+        "/title: sent but unchanged",
+        "/keyword: null for a member the record does not have",
+    ]
+    with pytest.raises(CatalogueApiError) as caught:
+        client._send(
+            "PATCH", f"/datasets/{catalogue_id}", json={"title": "u"}, content_type="application/merge-patch+json"
+        )
+    assert caught.value.status == 415 and api.violations[-1].startswith("PATCH sent as 'application/merge-patch+json'")
+    with pytest.raises(CatalogueApiError) as caught:
+        client.patch_dataset(catalogue_id, {"title": None})
+    assert (caught.value.code, caught.value.problems[0].location) == ("DM00012", "/title")

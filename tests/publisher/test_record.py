@@ -6,10 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from models.upsert import DatasetSpec
 from publisher.defaults import ContactPoint, PublishDefaults
 from publisher.record import Contact, DatasetFacts, build_record, check_record, plain_text, update_frequency
+from tests.catalogue_api import check as emulated_check
 
 ISSUED = datetime(2026, 1, 5, 8, 30, tzinfo=UTC)
 CHANGED = datetime(2026, 3, 1, 12, 0, 7, 123456, tzinfo=UTC)
@@ -168,3 +171,26 @@ def test_every_enumeration_is_checked(member: str) -> None:
 )
 def test_types_members_and_dates_are_checked_and_located(change: dict[str, Any], location: str, kind: str) -> None:
     assert [(p.location, p.type) for p in check_record({**record(), **change})] == [(location, kind)]
+
+
+LIMITED = {name: limit for name, limit in LIMITS}
+member_values = st.one_of(
+    st.sampled_from(sorted(LIMITED)).flatmap(
+        lambda name: st.tuples(st.just(name), st.integers(LIMITED[name] - 2, LIMITED[name] + 2).map(lambda n: "x" * n))
+    ),
+    st.sampled_from(sorted(ENUMERATIONS)).flatmap(
+        lambda name: st.tuples(st.just(name), st.sampled_from([*ENUMERATIONS[name], "open", "Published ", ""]))
+    ),
+    st.tuples(st.just("keyword"), st.lists(st.integers(70, 80).map(lambda n: "k" * n), max_size=3)),
+    st.tuples(st.sampled_from(["modified", "issued"]), st.sampled_from(["2026-01-05T08:30:00Z", "2026-01-05", "x"])),
+    st.tuples(st.sampled_from(["summary", "byteSize"]), st.just("x")),
+)
+
+
+@given(st.lists(member_values, max_size=6).map(dict))
+def test_the_local_checks_agree_with_the_emulated_catalogue(changes: dict[str, Any]) -> None:
+    """Two readings of seed 004, written apart (publisher/record.py, tests/catalogue_api.py), find the same faults."""
+    document = {**record(), **changes}
+    assert {p.location for p in check_record(document)} == {
+        location for _, location in emulated_check(document, patch=False)
+    }
