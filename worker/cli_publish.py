@@ -32,9 +32,7 @@ BAD_INPUT = ("invalid", "rejected")
 
 def problem_exit(document: dict[str, Any], as_json: bool) -> typer.Exit:
     """Bad input ends with its one-line message on stderr, and under ``--json`` the whole document on stdout."""
-    if as_json:
-        print(json.dumps(document, indent=2, ensure_ascii=False))
-    err.print(Text("error: ", style="bold red") + Text(document["message"]))
+    _report(document, as_json, "error: ")
     return typer.Exit(2)
 
 
@@ -43,11 +41,15 @@ def catalogue_exit(exc: CatalogueError) -> typer.Exit:
 
 
 def settings_exit(exc: ConfigurationError) -> SystemExit:
-    document = problem_document(str(exc), "settings_invalid", exc.errors)
-    if wants_json():
-        print(json.dumps(document, indent=2, ensure_ascii=False))
-    err.print(Text("configuration error: ", style="bold red") + Text(str(exc)))
+    """For ``main()``, outside any typer command (so a plain ``SystemExit``)."""
+    _report(problem_document(str(exc), "settings_invalid", exc.errors), wants_json(), "configuration error: ")
     return SystemExit(2)
+
+
+def _report(document: dict[str, Any], as_json: bool, label: str) -> None:
+    if as_json:
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    err.print(Text(label, style="bold red") + Text(document["message"]))
 
 
 def wants_json() -> bool:
