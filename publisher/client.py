@@ -73,6 +73,7 @@ class CatalogueClient:
         self.sleep = sleep
         self.clock = clock
         self._token: tuple[str, float] | None = None
+        self._refused: CatalogueApiError | None = None  # credentials refused: do not ask again this run
 
     def close(self) -> None:
         self.session.close()
@@ -174,6 +175,8 @@ class CatalogueClient:
         return min(max(backoff, asked or 0.0), self.config.wait_max_seconds)
 
     def _bearer(self) -> str:
+        if self._refused is not None:
+            raise self._refused
         if self._token is None or self.clock() >= self._token[1]:
             self._token = self._fetch_token()
         return self._token[0]
@@ -192,12 +195,12 @@ class CatalogueClient:
         except requests.RequestException as exc:
             raise CatalogueApiError("token", f"token endpoint {config.token_url}: could not connect") from exc
         if response.status_code != 200:
-            raise CatalogueApiError(
+            self._refused = CatalogueApiError(
                 "token",
                 f"token endpoint {config.token_url}: HTTP {response.status_code} "
                 "(check DATASYNC_PUBLISH_CLIENT_ID and DATASYNC_PUBLISH_CLIENT_SECRET)",
-                status=response.status_code,
             )
+            raise self._refused
         try:
             body = _object(response.json())
             token, lifetime = str(body["access_token"]), float(body.get("expires_in", 300))

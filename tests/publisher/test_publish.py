@@ -238,7 +238,7 @@ def test_an_expired_token_is_refreshed_once_and_never_shown(
 
 
 def test_credentials_the_catalogue_refuses_fail_every_dataset_in_one_line(
-    synced: Catalogue, make_publisher: Make, publish_settings: Settings, store: sessionmaker[Session]
+    synced: Catalogue, catalogue_api: CatalogueApi, publish_settings: Settings, store: sessionmaker[Session]
 ) -> None:
     wrong = publish_settings.model_copy(update={"publish_client_secret": SecretStr("not-it")})
     publisher = Publisher(synced, store, wrong)
@@ -249,6 +249,7 @@ def test_credentials_the_catalogue_refuses_fail_every_dataset_in_one_line(
     assert {o.status for o in outcomes} == {"failed"}
     message = outcomes[0].error["message"] if outcomes[0].error else ""
     assert "token endpoint" in message and "HTTP 401" in message and "not-it" not in message
+    assert len(catalogue_api.requests(prefix="/ClientAuth")) == 1  # refused once: not asked again
 
 
 def test_a_dry_run_sends_nothing_and_shows_the_patch(
