@@ -67,6 +67,11 @@ def test_applying_the_diff_reaches_the_desired_document(current: dict[str, Any],
     assert json_equal(apply_merge_patch(current, merge_patch(current, desired)), desired)
 
 
+@given(documents(with_nulls=True), documents(with_nulls=False))
+def test_any_documents_not_only_objects(current: Any, desired: Any) -> None:
+    assert json_equal(apply_merge_patch(current, merge_patch(current, desired)), desired)
+
+
 @given(objects_with_nulls, objects_without_nulls)
 def test_the_patch_is_minimal(current: dict[str, Any], desired: dict[str, Any]) -> None:
     """Every member of the patch is needed: dropping any one of them misses the desired document."""
