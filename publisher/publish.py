@@ -233,7 +233,7 @@ def _send(
             if created is not None:
                 return created, "created", desired
         catalogue_id, remote = _find(client, key)
-    current = {name: value for name, value in remote.items() if name in MANAGED_MEMBERS}
+    current = {name: value for name, value in remote.items() if name in MANAGED_MEMBERS and value is not None}
     patch = merge_patch(current, desired)
     if not patch:
         return catalogue_id, "unchanged", None
