@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any, Literal
@@ -123,7 +123,7 @@ class CatalogueEntry:
 class Catalogue:
     path: Path
     entries: tuple[CatalogueEntry, ...]
-    publish: PublishDefaults = field(default_factory=PublishDefaults)
+    publish: PublishDefaults = PublishDefaults()
 
     def by_key(self) -> dict[str, CatalogueEntry]:
         return {entry.key: entry for entry in self.entries}
