@@ -139,3 +139,25 @@ class DatasetVersion(Base):
     codes_added: Mapped[int] = mapped_column(Integer, default=0)
     codes_removed: Mapped[int] = mapped_column(Integer, default=0)
     codes_relabelled: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Publication(Base):
+    """datasync's record of one dataset in the national data catalogue (``datasync publish``).
+
+    ``record`` is the document the catalogue last accepted, so an unchanged dataset costs no
+    request; ``errors`` holds the last failure's located problems until a publish succeeds.
+    """
+
+    __tablename__ = "publications"
+
+    dataset_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    catalogue_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(16))
+    record: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    published_version: Mapped[int | None] = mapped_column(Integer)
+    published_at: Mapped[datetime | None]
+    attempted_at: Mapped[datetime | None]
+    rejected_version: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))

@@ -8,23 +8,36 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
+from publisher.defaults import PublishDefaults
 from scrapers import SOURCES
 from scrapers.base import SourceParams
 from scrapers.http import host_of
+from worker.problems import Problem, pointer
 
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 WINDOW_PATTERN = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+TOP_LEVEL_KEYS = frozenset({"datasets", "publish"})
 
 
 class CatalogueError(Exception):
-    """The catalogue cannot be used; the message says where and why."""
+    """The catalogue cannot be used; the message says where and why.
+
+    ``errors`` holds the same problems located by JSON pointers into the file (``/datasets/2/url``),
+    for ``--json`` output.
+    """
+
+    def __init__(self, message: str, errors: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.errors = tuple(errors)
 
 
 class _EntryFields(BaseModel):
@@ -110,6 +123,7 @@ class CatalogueEntry:
 class Catalogue:
     path: Path
     entries: tuple[CatalogueEntry, ...]
+    publish: PublishDefaults = PublishDefaults()
 
     def by_key(self) -> dict[str, CatalogueEntry]:
         return {entry.key: entry for entry in self.entries}
@@ -119,7 +133,10 @@ class Catalogue:
         index = self.by_key()
         unknown = [key for key in keys or [] if key not in index]
         if unknown:
-            raise CatalogueError(f"{self.path}: no dataset with key {', '.join(map(repr, unknown))}")
+            raise CatalogueError(
+                f"{self.path}: no dataset with key {', '.join(map(repr, unknown))}",
+                [Problem("unknown_dataset", f"no dataset with key {key!r}", pointer("datasets")) for key in unknown],
+            )
         chosen = [index[key] for key in keys] if keys else [e for e in self.entries if e.enabled]
         return [entry for entry in chosen if category is None or entry.category == category]
 
@@ -139,23 +156,41 @@ def load_catalogue(path: Path) -> Catalogue:
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise CatalogueError(f"{path}: catalogue file not found") from exc
+        raise CatalogueError(f"{path}: catalogue file not found", [Problem("not_found", "file not found")]) from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CatalogueError(f"{path}: not valid TOML: {exc}") from exc
+        raise CatalogueError(f"{path}: not valid TOML: {exc}", [Problem("toml", str(exc))]) from exc
     raw_entries = document.get("datasets")
     if not isinstance(raw_entries, list) or not raw_entries:
-        raise CatalogueError(f"{path}: no [[datasets]] entries")
-    unknown = sorted(set(document) - {"datasets"})
+        raise CatalogueError(
+            f"{path}: no [[datasets]] entries", [Problem("missing", "no [[datasets]] entries", pointer("datasets"))]
+        )
+    unknown = sorted(set(document) - TOP_LEVEL_KEYS)
     if unknown:
         raise CatalogueError(
-            f"{path}: unknown top-level key(s) {', '.join(map(repr, unknown))} (expected [[datasets]])"
+            f"{path}: unknown top-level key(s) {', '.join(map(repr, unknown))} (expected [[datasets]])",
+            [Problem("unknown_key", f"unknown top-level key {name!r}", pointer(name)) for name in unknown],
         )
     for position, raw in enumerate(raw_entries, start=1):
         if not isinstance(raw, dict):
-            raise CatalogueError(f"{path}: entry {position}: each dataset must be a [[datasets]] table")
+            raise CatalogueError(
+                f"{path}: entry {position}: each dataset must be a [[datasets]] table",
+                [Problem("type", "each dataset must be a [[datasets]] table", pointer("datasets", position - 1))],
+            )
     entries = [_entry(path, position, raw) for position, raw in enumerate(raw_entries, start=1)]
     _check_unique(path, entries)
-    return Catalogue(path, tuple(entries))
+    return Catalogue(path, tuple(entries), _publish_defaults(path, document.get("publish", {})))
+
+
+def _publish_defaults(path: Path, raw: Any) -> PublishDefaults:
+    """The ``[publish]`` table (optional): what every record sent to the national catalogue shares."""
+    if not isinstance(raw, dict):
+        raise CatalogueError(
+            f"{path}: [publish] must be a table", [Problem("type", "[publish] must be a table", pointer("publish"))]
+        )
+    try:
+        return PublishDefaults(**raw)
+    except ValidationError as exc:
+        raise CatalogueError(f"{path}: [publish]: {_describe(exc)}", _problems(exc, "publish")) from exc
 
 
 def _entry(path: Path, position: int, raw: dict[str, Any]) -> CatalogueEntry:
@@ -165,13 +200,15 @@ def _entry(path: Path, position: int, raw: dict[str, Any]) -> CatalogueEntry:
     try:
         fields = _EntryFields(**common)
     except ValidationError as exc:
-        raise CatalogueError(f"{where}: {_describe(exc)}") from exc
+        raise CatalogueError(f"{where}: {_describe(exc)}", _problems(exc, "datasets", position - 1)) from exc
     source = SOURCES[fields.source]
     extra = {name: value for name, value in raw.items() if name not in common_names}
     try:
         params = source.params_model(**extra)
     except ValidationError as exc:
-        raise CatalogueError(f"{where}: {_describe(exc)} (for source {fields.source!r})") from exc
+        raise CatalogueError(
+            f"{where}: {_describe(exc)} (for source {fields.source!r})", _problems(exc, "datasets", position - 1)
+        ) from exc
     return CatalogueEntry(
         params=params,
         allowed_hosts=frozenset(h.lower() for h in fields.allowed_hosts) | {host_of(fields.url)},
@@ -183,14 +220,32 @@ def _describe(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "(entry)"
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        problems.append(f"field {field!r}: {message}")
+        problems.append(f"field {field!r}: {_message(error)}")
     return "; ".join(problems)
+
+
+def _message(error: ErrorDetails) -> str:
+    return "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+
+
+def _problems(exc: ValidationError, *prefix: str | int) -> list[Problem]:
+    """The same problems as ``_describe``, each located by a JSON pointer into the catalogue file."""
+    return [
+        Problem(
+            "unknown_key" if error["type"] == "extra_forbidden" else error["type"],
+            _message(error).removeprefix("Value error, "),
+            pointer(*prefix, *error["loc"]),
+        )
+        for error in exc.errors()
+    ]
 
 
 def _check_unique(path: Path, entries: list[CatalogueEntry]) -> None:
     seen: set[str] = set()
     for position, entry in enumerate(entries, start=1):
         if entry.key in seen:
-            raise CatalogueError(f"{path}: entry {position}: field 'key': duplicate key {entry.key!r}")
+            raise CatalogueError(
+                f"{path}: entry {position}: field 'key': duplicate key {entry.key!r}",
+                [Problem("duplicate", f"duplicate key {entry.key!r}", pointer("datasets", position - 1, "key"))],
+            )
         seen.add(entry.key)

@@ -28,6 +28,7 @@ from rich.text import Text
 from models.diff import OptionsDiff
 from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
 from worker.cli_healthcheck import register as register_healthcheck
+from worker.cli_publish import catalogue_exit, register_publish, settings_exit
 from worker.outcome import SyncOutcome
 from worker.settings import ConfigurationError, Settings, get_settings
 
@@ -90,8 +91,7 @@ def main() -> None:
     try:
         get_settings()
     except ConfigurationError as exc:
-        err.print(Text("configuration error: ", style="bold red") + Text(str(exc)))
-        raise SystemExit(2) from exc
+        raise settings_exit(exc) from exc
     app()
 
 
@@ -109,7 +109,7 @@ def open_catalogue(settings: Settings) -> Catalogue:
     try:
         return load_catalogue(settings.catalogue)
     except CatalogueError as exc:
-        raise fail(str(exc)) from exc
+        raise catalogue_exit(exc) from exc
 
 
 def ensure_schema(settings: Settings) -> None:
@@ -185,7 +185,7 @@ def select_entries(
     try:
         entries = catalogue.select(keys or None, category)
     except CatalogueError as exc:
-        raise fail(str(exc)) from exc
+        raise catalogue_exit(exc) from exc
     if not entries:
         raise fail(f"no datasets selected (category {category!r})" if category else "no datasets selected")
     return entries
@@ -605,6 +605,7 @@ def _text(value: Any) -> str:
 
 
 register_healthcheck(app)
+register_publish(app, open_catalogue, ensure_schema)
 
 if __name__ == "__main__":
     main()

@@ -6,14 +6,17 @@ one source of truth; ``docs/operations.md`` explains each setting.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scrapers.http import UrlRewrites
 from scrapers.throttle import HostLimit, HostLimits
+from worker.problems import Problem, pointer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOGUE = REPO_ROOT / "catalogue.toml"
@@ -58,6 +61,19 @@ class Settings(BaseSettings):
     max_code_length: int = Field(64, ge=1)
     max_label_length: int = Field(1000, ge=1)
 
+    # Publishing to the national data catalogue (publisher/, docs/publishing.md); off while no URL.
+    publish_url: str | None = None
+    publish_client_id: str | None = None
+    publish_client_secret: SecretStr | None = None
+    publish_token_url: str | None = None
+    publish_dataset_api_url: str | None = None
+    publish_contact_name: str = ""
+    publish_contact_email: str = ""
+    publish_auto: bool = False
+    publish_max_attempts: int = Field(default=4, ge=1, le=10)
+    publish_retry_backoff_seconds: float = Field(default=2.0, ge=0)
+    publish_retry_wait_max_seconds: float = Field(default=120.0, ge=0)
+
     @field_validator("url_rewrites")
     @classmethod
     def _valid_rewrites(cls, value: str) -> str:
@@ -68,6 +84,20 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_host_limits(cls, value: str) -> str:
         HostLimits(HostLimit(1, 1.0), value)
+        return value
+
+    @field_validator("publish_url", "publish_token_url", "publish_dataset_api_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value and not re.match(r"^https?://[^/\s]+\S*$", value):
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return value or None
+
+    @field_validator("publish_contact_email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if value and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
+            raise ValueError("must be an e-mail address")
         return value
 
     @model_validator(mode="after")
@@ -92,13 +122,29 @@ class Settings(BaseSettings):
 class ConfigurationError(ValueError):
     """The environment holds settings datasync cannot run with; the message names each variable."""
 
+    def __init__(self, message: str, errors: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.errors = tuple(errors)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        raise ConfigurationError(describe_settings_error(exc)) from exc
+        raise ConfigurationError(describe_settings_error(exc), settings_problems(exc)) from exc
+
+
+def settings_problems(exc: ValidationError) -> list[Problem]:
+    """The same problems located by ``/VARIABLE`` pointers, for ``--json`` output."""
+    return [
+        Problem(error["type"], error["msg"].removeprefix("Value error, "), pointer(_variable(error["loc"])))
+        for error in exc.errors()
+    ]
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    return "DATASYNC_" + "_".join(str(part) for part in loc).upper() if loc else ""
 
 
 def describe_settings_error(exc: ValidationError) -> str:
