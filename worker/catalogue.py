@@ -13,8 +13,10 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from models.datasets import DATASYNC_LIMITS, ProfileLimits
+from models.upsert import nhs_dd_page_id
 from scrapers import SOURCES
 from scrapers.base import SourceParams
 from scrapers.http import host_of
@@ -33,7 +35,7 @@ class _EntryFields(BaseModel):
     key: str = Field(max_length=255)
     name: str = Field(min_length=1, max_length=255)
     description: str = ""
-    category: Literal["nhs_dd", "rcpch", "external_api"]
+    category: Literal["nhs_dd", "rcpch", "external_api", "reference", "snomed"]
     source: str
     url: str
     tags: tuple[str, ...] = ()
@@ -42,6 +44,17 @@ class _EntryFields(BaseModel):
     allowed_hosts: tuple[str, ...] = ()
     enabled: bool = True
     sync_window: str | None = None
+    organization_id: int | None = Field(None, ge=1)
+    team_id: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> _EntryFields:
+        """The platform's constraints: an organisation or a team, not both; NHS DD lists stay global."""
+        if self.organization_id is not None and self.team_id is not None:
+            raise ValueError("give organization_id or team_id, not both")
+        if self.category == "nhs_dd" and (self.organization_id is not None or self.team_id is not None):
+            raise ValueError("an nhs_dd list is global: it cannot have an organization_id or team_id")
+        return self
 
     @field_validator("sync_window")
     @classmethod
@@ -87,6 +100,8 @@ class CatalogueEntry:
     enabled: bool
     sync_window: str | None
     params: SourceParams
+    organization_id: int | None = None
+    team_id: int | None = None
 
     @property
     def source_type(self) -> str:
@@ -135,7 +150,8 @@ def parse_window(text: str) -> tuple[time, time] | None:
     return (start, end) if start != end else None
 
 
-def load_catalogue(path: Path) -> Catalogue:
+def load_catalogue(path: Path, limits: ProfileLimits = DATASYNC_LIMITS) -> Catalogue:
+    """The catalogue at ``path``, checked whole, including against the store profile's ``limits``."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -155,6 +171,10 @@ def load_catalogue(path: Path) -> Catalogue:
             raise CatalogueError(f"{path}: entry {position}: each dataset must be a [[datasets]] table")
     entries = [_entry(path, position, raw) for position, raw in enumerate(raw_entries, start=1)]
     _check_unique(path, entries)
+    for position, entry in enumerate(entries, start=1):
+        problem = _beyond_limits(entry, limits)
+        if problem:
+            raise CatalogueError(f"{path}: entry {position} (key {entry.key!r}): {problem}")
     return Catalogue(path, tuple(entries))
 
 
@@ -177,6 +197,31 @@ def _entry(path: Path, position: int, raw: dict[str, Any]) -> CatalogueEntry:
         allowed_hosts=frozenset(h.lower() for h in fields.allowed_hosts) | {host_of(fields.url)},
         **fields.model_dump(exclude={"allowed_hosts"}),
     )
+
+
+def _beyond_limits(entry: CatalogueEntry, limits: ProfileLimits) -> str | None:
+    """What in ``entry`` the store profile's dataset table cannot hold, naming the field."""
+    lengths = (
+        ("key", entry.key, limits.key_length),
+        ("url", entry.url, limits.url_length),
+        ("format_pattern", entry.format_pattern, limits.format_pattern_length),
+    )
+    for name, value, limit in lengths:
+        if len(value) > limit:
+            return f"field {name!r}: {len(value)} characters, the store's dataset table takes at most {limit}"
+    page_id = nhs_dd_page_id(entry.category, entry.url)
+    if limits.page_id_length is not None and len(page_id) > limits.page_id_length:
+        return (
+            f"field 'url': its page name is {len(page_id)} characters, the store takes at most {limits.page_id_length}"
+        )
+    if limits.categories is not None and entry.category not in limits.categories:
+        return f"field 'category': {entry.category!r} is not a category the store accepts"
+    if limits.source_types is not None and entry.source_type not in limits.source_types:
+        return (
+            f"field 'source': source type {entry.source_type!r} is not one the store accepts "
+            f"({', '.join(sorted(limits.source_types))})"
+        )
+    return None
 
 
 def _describe(exc: ValidationError) -> str:

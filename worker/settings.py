@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.datasets import DatasetTable, dataset_table
 from scrapers.http import UrlRewrites
 from scrapers.throttle import HostLimit, HostLimits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOGUE = REPO_ROOT / "catalogue.toml"
+SQL_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+SQL_NAME_OR_EMPTY = r"^([A-Za-z_][A-Za-z0-9_]{0,62})?$"
 DEFAULT_USER_AGENT = "datasync/0.1 (NHS dataset sync worker; +https://www.datadictionary.nhs.uk)"
 
 
@@ -57,6 +61,15 @@ class Settings(BaseSettings):
     max_relabelled_share: float = Field(0.5, ge=0, le=1)
     max_code_length: int = Field(64, ge=1)
     max_label_length: int = Field(1000, ge=1)
+
+    # Store profile: whose table holds the datasets (datasync's own, or the platform's surveys_dataset).
+    store_profile: Literal["datasync", "checktick"] = "datasync"
+    platform_table: str = Field("surveys_dataset", pattern=SQL_NAME)
+    platform_schema: str | None = Field(None, pattern=SQL_NAME_OR_EMPTY)
+
+    def dataset_table(self) -> DatasetTable:
+        """The table datasets are read from and written to under ``store_profile``."""
+        return dataset_table(self.store_profile, self.platform_table, self.platform_schema or None)
 
     @field_validator("url_rewrites")
     @classmethod
