@@ -123,7 +123,9 @@ def platform(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Platfor
         path = tmp_path / "platform.db"
         with sqlite3.connect(path) as connection:
             connection.executescript(platform_ddl("sqlite"))
-            connection.execute("INSERT INTO surveys_organization (id, name) VALUES (?, 'A charity')", (ORGANISATION_ID,))
+            connection.execute(
+                "INSERT INTO surveys_organization (id, name) VALUES (?, 'A charity')", (ORGANISATION_ID,)
+            )
             connection.execute("INSERT INTO surveys_team (id, name) VALUES (?, 'A team')", (TEAM_ID,))
         url = f"sqlite:///{path}"
         store = PlatformStore(url, create_engine(url), None)
