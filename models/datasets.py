@@ -178,7 +178,7 @@ class DatasetTable:
     def _setting_hint(self) -> str:
         if self.is_platform:
             return " (check DATASYNC_PLATFORM_TABLE and DATASYNC_PLATFORM_SCHEMA)"
-        return " (run `datasync migrate`; was the store migrated with DATASYNC_STORE_PROFILE=checktick?)"
+        return " (run `datasync migrate`; a store migrated with DATASYNC_STORE_PROFILE=checktick has none)"
 
     def _select(self) -> Any:
         history = DatasetVersion.__table__

@@ -64,8 +64,8 @@ class Settings(BaseSettings):
 
     # Store profile: whose table holds the datasets (datasync's own, or the platform's surveys_dataset).
     store_profile: Literal["datasync", "checktick"] = "datasync"
-    platform_table: str = Field("surveys_dataset", pattern=SQL_NAME)
-    platform_schema: str | None = Field(None, pattern=SQL_NAME_OR_EMPTY)
+    platform_table: str = Field(default="surveys_dataset", pattern=SQL_NAME)
+    platform_schema: str | None = Field(default=None, pattern=SQL_NAME_OR_EMPTY)
 
     def dataset_table(self) -> DatasetTable:
         """The table datasets are read from and written to under ``store_profile``."""
