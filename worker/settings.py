@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     platform_table: str = Field(default="surveys_dataset", pattern=SQL_NAME)
     platform_schema: str | None = Field(default=None, pattern=SQL_NAME_OR_EMPTY)
 
+    @model_validator(mode="after")
+    def _schema_needs_postgres(self) -> Settings:
+        if self.platform_schema and self.database_url.startswith("sqlite"):
+            raise ValueError("DATASYNC_PLATFORM_SCHEMA: SQLite has no schemas; leave it unset for a SQLite store")
+        return self
+
     def dataset_table(self) -> DatasetTable:
         """The table datasets are read from and written to under ``store_profile``."""
         return dataset_table(self.store_profile, self.platform_table, self.platform_schema or None)

@@ -15,12 +15,16 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from models.datasets import StoreMismatch
 from models.db import check_dataset_table, get_engine, migrate
 from models.schema import Base, Dataset, DatasetVersion
+from models.upsert import load_dataset, upsert_dataset
+from scrapers.normalise import content_hash
 from tests.conftest import expected_result
 from tests.models.conftest import ORGANISATION_ID, TEAM_ID, PlatformStore
+from tests.models.test_upsert import OPTIONS, T0, T1, snapshot, spec
 from tests.upstream import Upstream
 from tests.worker.test_cli import datasync
 from worker import review
@@ -208,6 +212,26 @@ def test_both_profiles_store_the_same_options_and_stamps(
         assert [getattr(mine, s) is None for s in stamps] == [theirs[s] is None for s in stamps]
         for name in ("name", "description", "category", "source_type", "tags", "version", "format_pattern"):
             assert getattr(mine, name) == theirs[name], (entry.key, name)
+
+
+def test_the_same_upsert_gives_the_same_list_and_stamps_through_both_profiles(
+    platform: PlatformStore, platform_ctx: SyncContext, sqlite_sessions: sessionmaker[Session]
+) -> None:
+    loaded = []
+    for sessions in (sqlite_sessions, platform_ctx.sessions):
+        for now in (T0, T1):
+            with sessions.begin() as session:
+                upsert_dataset(session, spec(), snapshot(), stamp_field="last_scraped", now=now, run_id=None)
+        with sessions() as session:
+            loaded.append(load_dataset(session, "ethnic_category"))
+    own, theirs = loaded
+    assert own is not None and theirs is not None
+    assert list(own.options.items()) == list(theirs.options.items()) == list(OPTIONS.items())
+    assert (own.content_hash, own.version) == (theirs.content_hash, theirs.version) == (content_hash(OPTIONS), 1)
+    assert (own.last_scraped, own.updated_at, own.last_synced_at) == (theirs.last_scraped, theirs.updated_at, None)
+    assert (theirs.last_scraped, theirs.updated_at) == (T1, T0)
+    if platform.schema:  # jsonb: the platform's row has the same codes, shortest keys first
+        assert list(platform.rows()["ethnic_category"]["options"]) == sorted(OPTIONS, key=lambda c: (len(c), c))
 
 
 def test_review_status_and_history_work_on_the_platform_table(
