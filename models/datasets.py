@@ -26,6 +26,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Row,
+    Select,
     String,
     Table,
     Text,
@@ -180,7 +181,7 @@ class DatasetTable:
             return " (check DATASYNC_PLATFORM_TABLE and DATASYNC_PLATFORM_SCHEMA)"
         return " (run `datasync migrate`; a store migrated with DATASYNC_STORE_PROFILE=checktick has none)"
 
-    def _select(self) -> Any:
+    def _select(self) -> Select[Any]:
         history = DatasetVersion.__table__
         matching_version = and_(history.c.dataset_key == self.table.c.key, history.c.version == self.table.c.version)
         return select(
@@ -197,8 +198,13 @@ class DatasetTable:
         stored = {column.name: row[column.name] for column in self.table.columns}
         has_baseline = row["history_id"] is not None
         if self.lists_on_row:
-            lists = (dict(row["options"]), row["content_hash"], list(row["retired_codes"]), list(row["default_codes"]))
-        elif has_baseline and dict(row["history_options"]) == dict(row["options"]):
+            lists = (
+                _options(row["options"]),
+                row["content_hash"],
+                list(row["retired_codes"]),
+                list(row["default_codes"]),
+            )
+        elif has_baseline and dict(row["history_options"]) == _options(row["options"]):
             # The platform's jsonb lost the source order; the version history kept it.
             lists = (
                 dict(row["history_options"]),
@@ -207,7 +213,7 @@ class DatasetTable:
                 list(row["history_defaults"]),
             )
         else:
-            lists = (dict(row["options"]), None, [], [])
+            lists = (_options(row["options"]), None, [], [])
         options, content_hash, retired, defaults = lists
         return StoredDataset(
             id=int(row["id"]),
@@ -220,6 +226,11 @@ class DatasetTable:
             has_baseline=has_baseline,
             row=stored,
         )
+
+
+def _options(value: Any) -> dict[str, str]:
+    """The stored list; anything but a ``{code: label}`` object (the platform's default is ``[]``) reads as empty."""
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def _no_default(column: Mapping[str, Any]) -> bool:

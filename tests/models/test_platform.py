@@ -169,6 +169,29 @@ def test_a_row_the_platforms_old_sync_made_is_adopted_and_its_version_continues(
     assert "Greater London" in platform.rows()[entry.key]["options"].values()
 
 
+def test_a_seeded_platform_row_without_options_becomes_one_more_version(
+    platform: PlatformStore, platform_ctx: SyncContext, catalogue: Catalogue
+) -> None:
+    entry = catalogue.select(["ethnic_category"])[0]
+    platform.insert(  # as seed_nhs_datasets left it: metadata only, options still Django's default []
+        key=entry.key,
+        name=entry.name,
+        category="nhs_dd",
+        source_type="scrape",
+        is_custom=False,
+        is_global=True,
+        reference_url=entry.url,
+        version=3,
+    )
+    outcome = sync_dataset(entry, platform_ctx)
+    assert (outcome.status, outcome.version) == ("updated", 4)
+    row = platform.rows()[entry.key]
+    assert_platform_constraints(row)
+    assert (row["version"], row["options"]) == (4, expected_result(entry.key)["options"])
+    assert row["nhs_dd_page_id"] == "ethnic_category"
+    assert [(v.version, v.origin) for v in history(platform_ctx, entry.key)] == [(4, "sync")]
+
+
 def test_organisation_and_team_lists_are_not_global(
     platform: PlatformStore, upstream: Upstream, catalogue: Catalogue, tmp_path: Path
 ) -> None:
