@@ -279,6 +279,22 @@ def test_review_status_and_history_work_on_the_platform_table(
     assert status["ethnic_category"]["version"] is None
 
 
+def test_the_operator_commands_under_the_checktick_profile(platform: PlatformStore, upstream: Upstream) -> None:
+    env = _environment(platform.settings(upstream))
+    migrated = datasync(env, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "datasets" not in inspect(get_engine(platform.url)).get_table_names()
+    synced = datasync(env, "sync", "ethnic_category", "nhs_trusts", "--json")
+    assert synced.returncode == 0, synced.stderr
+    assert {o["status"] for o in json.loads(synced.stdout)} == {"created"}
+    status = {row["key"]: row for row in json.loads(datasync(env, "status", "--json").stdout)}
+    assert status["nhs_trusts"]["options_count"] == len(expected_result("nhs_trusts")["options"])
+    assert status["nhs_trusts"]["last_run"]["status"] == "created"
+    versions = json.loads(datasync(env, "history", "ethnic_category", "--json").stdout)
+    assert [v["version"] for v in versions] == [1]
+    assert set(platform.rows()) == {"ethnic_category", "nhs_trusts"}
+
+
 def test_a_table_missing_a_column_is_refused_at_start(platform: PlatformStore, upstream: Upstream) -> None:
     if platform.schema:
         platform.execute(f"ALTER TABLE {platform.table} DROP COLUMN nhs_dd_page_id")
