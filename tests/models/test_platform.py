@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
@@ -25,7 +26,9 @@ from scrapers.normalise import content_hash
 from tests.conftest import expected_result
 from tests.models.conftest import ORGANISATION_ID, TEAM_ID, PlatformStore
 from tests.models.test_upsert import OPTIONS, T0, T1, snapshot, spec
+from tests.servers import RedisServer
 from tests.upstream import Upstream
+from tests.worker.celery_harness import CeleryProcesses
 from tests.worker.test_cli import datasync
 from worker import review
 from worker.catalogue import Catalogue, load_catalogue
@@ -349,3 +352,24 @@ def _environment(settings: Settings) -> dict[str, str]:
         "DATASYNC_PLATFORM_SCHEMA": settings.platform_schema or "",
         "DATASYNC_URL_REWRITES": settings.url_rewrites,
     }
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_a_celery_worker_syncs_into_the_platform_table(
+    platform: PlatformStore, upstream: Upstream, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    redis.Redis.from_url(redis_server.url()).flushall()
+    env = {**_environment(platform.settings(upstream)), "DATASYNC_BROKER_URL": redis_server.url()}
+    harness = CeleryProcesses(env, tmp_path)
+    try:
+        assert harness.cli("migrate").returncode == 0
+        harness.worker("w1")
+        result = harness.cli("resync", "london_boroughs", "ethnic_category", "--wait", "--json", timeout=180)
+        assert result.returncode == 0, result.stdout + result.stderr + harness.logs()
+        assert {o["status"] for o in json.loads(result.stdout)} == {"created"}
+    finally:
+        harness.stop()
+    rows = platform.rows()
+    assert rows["london_boroughs"]["options"] == expected_result("london_boroughs")["options"]
+    assert_platform_constraints(rows["ethnic_category"])
