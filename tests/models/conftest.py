@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from models.datasets import DatasetTable
+from models.db import migrate
+from models.types import utcnow
 from tests.upstream import Upstream
 from worker.context import SyncContext
 from worker.settings import Settings
@@ -89,8 +90,6 @@ def _decoded(name: str, value: Any) -> Any:
 
 def platform_row_defaults() -> dict[str, Any]:
     """What Django fills when a field is not given (``reference/platform/README.md``)."""
-    from models.types import utcnow
-
     now = utcnow()
     return {
         "description": "",
@@ -156,14 +155,8 @@ def _postgres_platform(admin_url: str) -> PlatformStore:
 
 @pytest.fixture
 def platform_ctx(platform: PlatformStore, upstream: Upstream) -> Iterator[SyncContext]:
-    from models.db import migrate
-
     settings = platform.settings(upstream)
     migrate(settings.database_url, settings.dataset_table())
     context = SyncContext.from_settings(settings)
     yield context
     context.close()
-
-
-def dataset_table_of(ctx: SyncContext) -> DatasetTable:
-    return ctx.settings.dataset_table()
