@@ -47,6 +47,8 @@ PROFILES = ("datasync", "checktick")
 NUMBERS = (sqltypes.Numeric, sqltypes.Float)
 # Categories and source types a sync may write; ``user_created`` rows belong to people.
 SYNCED_CATEGORIES = frozenset({"nhs_dd", "rcpch", "external_api", "snomed", "reference"})
+# Source types of rows a sync made (the platform's own sync commands included); the rest are hand-made.
+SYNCED_SOURCE_TYPES = frozenset({"scrape", "api", "snomed_db"})
 PLATFORM_SOURCE_TYPES = frozenset({"api", "manual", "imported", "scrape", "snomed_db"})
 
 
@@ -119,6 +121,11 @@ class StoredDataset:
     def owned_by_people(self) -> bool:
         """Rows people made or customised; a sync must never write to them."""
         return bool(self.row["is_custom"]) or self.row["category"] == "user_created"
+
+    @property
+    def made_by_a_sync(self) -> bool:
+        """A row some sync made (datasync's or the platform's own), so datasync may adopt it."""
+        return self.row["category"] in SYNCED_CATEGORIES and self.row["source_type"] in SYNCED_SOURCE_TYPES
 
     @property
     def order_known(self) -> bool:

@@ -82,12 +82,22 @@ def load_dataset(session: Session, key: str, *, for_update: bool = False) -> Sto
 
 
 def load_syncable(session: Session, key: str) -> StoredDataset | None:
-    """The row a sync may write (locked), or None; refuses rows that belong to people."""
+    """The row a sync may write (locked), or None; refuses rows that belong to people.
+
+    A row datasync has no history for is written only if a sync made it (adoption): a hand-made
+    list that happens to carry a catalogue key stays the platform's.
+    """
     table = table_of(session)
     dataset = table.load(session, key, for_update=True)
-    if dataset is not None and dataset.owned_by_people:
+    if dataset is None:
+        return None
+    where = f"dataset {key!r} in {table.display_name}"
+    if dataset.owned_by_people:
+        raise OwnedByPeople(f"{where} is a custom or user-created row; datasync never writes to it")
+    if not dataset.has_baseline and not dataset.made_by_a_sync:
         raise OwnedByPeople(
-            f"dataset {key!r} in {table.display_name} is a custom or user-created row; datasync never writes to it"
+            f"{where} was not made by a sync (category {dataset.category!r}, source type "
+            f"{dataset.row['source_type']!r}); datasync adopts only synced rows and leaves it untouched"
         )
     return dataset
 

@@ -125,11 +125,13 @@ def test_people_rows_are_never_touched_even_with_a_catalogue_key(
     custom = {"category": "user_created", "is_custom": True, "organization_id": ORGANISATION_ID, "parent_id": parent_id}
     platform.insert(key="london_boroughs", name="Our boroughs", options={"X": "Ours"}, **custom)
     platform.insert(key="nhs_england_regions", name="Mine", is_custom=False, options={"A": "Mine"})
+    hand_made = {"category": "external_api", "source_type": "manual", "is_custom": False, "is_global": True}
+    platform.insert(key="welsh_lhbs", name="Typed in by an admin", options={"W": "Wales"}, **hand_made)
     before = platform.rows()
-    for key in ("london_boroughs", "nhs_england_regions"):
+    for key in ("london_boroughs", "nhs_england_regions", "welsh_lhbs"):
         outcome = sync_dataset(catalogue.select([key])[0], platform_ctx)
         assert (outcome.status, outcome.error_kind) == ("failed", "owned_by_people")
-        assert "never writes to it" in (outcome.error or "")
+        assert "never writes to it" in (outcome.error or "") or "not made by a sync" in (outcome.error or "")
     assert platform.rows() == before
     assert history(platform_ctx, "london_boroughs") == history(platform_ctx, "nhs_england_regions") == []
 
