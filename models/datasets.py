@@ -40,6 +40,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import sqltypes
 
+from models.diff import OptionsDiff
 from models.schema import Base, DatasetVersion
 from models.types import UTCDateTime
 
@@ -130,6 +131,10 @@ class StoredDataset:
     @property
     def order_known(self) -> bool:
         return self.content_hash is not None
+
+    def diff_to(self, options: dict[str, str]) -> OptionsDiff:
+        """What ``options`` would change; no reorder is claimed while the stored order is unknown."""
+        return OptionsDiff.between(self.options, options, compare_order=self.order_known)
 
 
 @dataclass(frozen=True)

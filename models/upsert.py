@@ -133,7 +133,7 @@ def upsert_dataset(
         _record_version(session, spec.key, 1, snapshot, diff, run_id, origin, now)
         return UpsertResult("created", 1, diff, 0, count)
 
-    diff = OptionsDiff.between(current.options, snapshot.options, compare_order=current.order_known)
+    diff = current.diff_to(snapshot.options)
     changed = _list_changed(current, snapshot) or _differs(current, metadata, VERSIONED_FIELDS)
     version = current.version + 1 if changed else current.version
     if changed:

@@ -74,7 +74,7 @@ def preview_dataset(entry: CatalogueEntry, ctx: SyncContext) -> SyncOutcome:
         return SyncOutcome(entry.key, "failed", error_kind=error.kind, error=_redact(error.message, entry))
     with ctx.sessions() as session:
         current = load_dataset(session, entry.key)
-    diff = OptionsDiff.between(current.options if current else {}, option_list.options)
+    diff = current.diff_to(option_list.options) if current else OptionsDiff.between({}, option_list.options)
     hold = hold_reason(current, option_list, ctx.settings)
     if current is None:
         status = "would_create"
@@ -206,7 +206,7 @@ def _record_refusal(
     kind, reason = refusal
     if kind == "held":
         hold_change(state, snapshot, reason, now)
-    diff = OptionsDiff.between(current.options, new.options)
+    diff = current.diff_to(new.options)
     outcome = SyncOutcome(
         current.key,
         "held" if kind == "held" else "skipped",

@@ -72,7 +72,7 @@ def held_change(ctx: SyncContext, key: str) -> tuple[str, OptionsDiff]:
         state = session.get(SyncState, key)
         if state is None or state.held_options is None:
             raise ReviewError(f"dataset {key!r} has no held change")
-        return state.held_reason or "", OptionsDiff.between(current.options, state.held_options)
+        return state.held_reason or "", current.diff_to(state.held_options)
 
 
 def accept(ctx: SyncContext, key: str) -> SyncOutcome:

@@ -9,7 +9,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.datasets import StoredDataset, table_of
-from models.diff import OptionsDiff
 from models.schema import SyncRun, SyncState
 from models.types import utcnow
 from worker.catalogue import Catalogue
@@ -59,7 +58,7 @@ def _held_change(dataset: StoredDataset | None, state: SyncState | None) -> dict
     """The pending diff of a held change: counts for a glance, codes for the review."""
     if dataset is None or state is None or state.held_options is None:
         return {"held_changes": None, "held_diff": None}
-    diff = OptionsDiff.between(dataset.options, state.held_options)
+    diff = dataset.diff_to(state.held_options)
     return {"held_changes": diff.counts(), "held_diff": diff.to_json()}
 
 

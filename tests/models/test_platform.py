@@ -33,7 +33,7 @@ from tests.worker.test_cli import datasync
 from worker import review
 from worker.catalogue import Catalogue, load_catalogue
 from worker.context import SyncContext
-from worker.pipeline import sync_dataset
+from worker.pipeline import preview_dataset, sync_dataset
 from worker.settings import DEFAULT_CATALOGUE, Settings
 from worker.status import dataset_status
 
@@ -157,6 +157,7 @@ def test_a_row_the_platforms_old_sync_made_is_adopted_and_its_version_continues(
         version=7,
     )
     adopted = platform.rows()[entry.key]
+    assert preview_dataset(entry, platform_ctx).status == "unchanged"  # jsonb's order is not a change
     outcome = sync_dataset(entry, platform_ctx)
     assert (outcome.status, outcome.version) == ("unchanged", 7)
     row = platform.rows()[entry.key]
@@ -304,6 +305,7 @@ def test_a_table_missing_a_column_is_refused_at_start(platform: PlatformStore, u
     if platform.schema:
         platform.execute(f"ALTER TABLE {platform.table} DROP COLUMN nhs_dd_page_id")
         platform.execute(f"ALTER TABLE {platform.table} ALTER COLUMN key TYPE varchar(50)")
+        platform.execute(f"ALTER TABLE {platform.table} ADD COLUMN legacy_flag boolean NOT NULL")
     else:
         platform.execute("ALTER TABLE surveys_dataset DROP COLUMN nhs_dd_page_id")
     settings = platform.settings(upstream)
@@ -312,6 +314,7 @@ def test_a_table_missing_a_column_is_refused_at_start(platform: PlatformStore, u
         check_dataset_table(settings.database_url, settings.dataset_table())
     if platform.schema:
         assert "key is VARCHAR(50), datasync writes text of up to 100 characters" in str(refused.value)
+        assert "legacy_flag is NOT NULL without a default and datasync does not write it" in str(refused.value)
     env = _environment(settings)
     result = datasync(env, "sync", "ethnic_category")
     assert result.returncode == 2
