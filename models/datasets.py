@@ -82,7 +82,8 @@ class StoredDataset:
 
     ``options`` are in source order when datasync knows it (``content_hash`` is then set). A row
     datasync has no matching history for (adopted from the platform's own sync, or edited outside
-    datasync) has ``content_hash`` None and its options in the order the database returned.
+    datasync) has ``content_hash`` None and its options in the order the database returned. Rows
+    listed by ``DatasetTable.synced`` are read without history (``has_baseline`` False).
     """
 
     id: int
@@ -162,8 +163,8 @@ class DatasetTable:
         return self._stored(found) if found else None
 
     def synced(self, session: Session) -> list[StoredDataset]:
-        """Every row that is not people's own (custom copies and user-created lists are left out)."""
-        query = self._select().where(self.table.c.is_custom.is_(False), self.table.c.category != "user_created")
+        """Every row that is not people's own, as status reads them: without history, so it stays one cheap query."""
+        query = select(self.table).where(self.table.c.is_custom.is_(False), self.table.c.category != "user_created")
         return [self._stored(found) for found in session.execute(query)]
 
     def insert(self, session: Session, values: Mapping[str, Any]) -> None:
@@ -208,7 +209,7 @@ class DatasetTable:
     def _stored(self, found: Row[Any]) -> StoredDataset:
         row = found._mapping
         stored = {column.name: row[column.name] for column in self.table.columns}
-        has_baseline = row["history_id"] is not None
+        has_baseline = row.get("history_id") is not None
         if self.lists_on_row:
             lists = (
                 _options(row["options"]),
