@@ -14,6 +14,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.datasets import DATASYNC_TABLE, DatasetTable
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -55,20 +57,32 @@ def _sqlite_begin_immediate(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def session_factory(url: str) -> sessionmaker[Session]:
-    return sessionmaker(get_engine(url), expire_on_commit=False)
+def session_factory(url: str, datasets: DatasetTable = DATASYNC_TABLE) -> sessionmaker[Session]:
+    """Sessions on the store; each carries the profile's dataset table (``models.datasets.table_of``)."""
+    return sessionmaker(get_engine(url), expire_on_commit=False, info={"dataset_table": datasets})
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, datasets: DatasetTable = DATASYNC_TABLE) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["store_profile"] = datasets.profile
     return config
 
 
-def migrate(url: str) -> None:
-    """Bring the store's schema to the newest migration (safe to run any number of times)."""
-    command.upgrade(alembic_config(url), "head")
+def migrate(url: str, datasets: DatasetTable = DATASYNC_TABLE) -> None:
+    """Bring the store's schema to the newest migration (safe to run any number of times).
+
+    Under the ``checktick`` profile only datasync's bookkeeping tables are created; the
+    platform's dataset table is never touched.
+    """
+    command.upgrade(alembic_config(url, datasets), "head")
+
+
+def check_dataset_table(url: str, datasets: DatasetTable = DATASYNC_TABLE) -> None:
+    """Raise ``StoreMismatch`` unless the dataset table takes every column datasync writes."""
+    with get_engine(url).connect() as connection:
+        datasets.check(connection)
 
 
 def is_current(url: str) -> bool:

@@ -14,9 +14,11 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from models.datasets import DATASYNC_LIMITS, ProfileLimits
+from models.upsert import nhs_dd_page_id
 from publisher.defaults import PublishDefaults
 from scrapers import SOURCES
 from scrapers.base import SourceParams
@@ -46,7 +48,7 @@ class _EntryFields(BaseModel):
     key: str = Field(max_length=255)
     name: str = Field(min_length=1, max_length=255)
     description: str = ""
-    category: Literal["nhs_dd", "rcpch", "external_api"]
+    category: Literal["nhs_dd", "rcpch", "external_api", "reference", "snomed"]
     source: str
     url: str
     tags: tuple[str, ...] = ()
@@ -55,6 +57,17 @@ class _EntryFields(BaseModel):
     allowed_hosts: tuple[str, ...] = ()
     enabled: bool = True
     sync_window: str | None = None
+    organization_id: int | None = Field(None, ge=1)
+    team_id: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> _EntryFields:
+        """The platform's constraints: an organisation or a team, not both; NHS DD lists stay global."""
+        if self.organization_id is not None and self.team_id is not None:
+            raise ValueError("give organization_id or team_id, not both")
+        if self.category == "nhs_dd" and (self.organization_id is not None or self.team_id is not None):
+            raise ValueError("an nhs_dd list is global: it cannot have an organization_id or team_id")
+        return self
 
     @field_validator("sync_window")
     @classmethod
@@ -100,6 +113,8 @@ class CatalogueEntry:
     enabled: bool
     sync_window: str | None
     params: SourceParams
+    organization_id: int | None = None
+    team_id: int | None = None
 
     @property
     def source_type(self) -> str:
@@ -152,7 +167,8 @@ def parse_window(text: str) -> tuple[time, time] | None:
     return (start, end) if start != end else None
 
 
-def load_catalogue(path: Path) -> Catalogue:
+def load_catalogue(path: Path, limits: ProfileLimits = DATASYNC_LIMITS) -> Catalogue:
+    """The catalogue at ``path``, checked whole, including against the store profile's ``limits``."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -178,6 +194,14 @@ def load_catalogue(path: Path) -> Catalogue:
             )
     entries = [_entry(path, position, raw) for position, raw in enumerate(raw_entries, start=1)]
     _check_unique(path, entries)
+    for position, entry in enumerate(entries, start=1):
+        problem = _beyond_limits(entry, limits)
+        if problem:
+            name, why = problem
+            raise CatalogueError(
+                f"{path}: entry {position} (key {entry.key!r}): field {name!r}: {why}",
+                [Problem("limit", why, pointer("datasets", position - 1, name))],
+            )
     return Catalogue(path, tuple(entries), _publish_defaults(path, document.get("publish", {})))
 
 
@@ -214,6 +238,27 @@ def _entry(path: Path, position: int, raw: dict[str, Any]) -> CatalogueEntry:
         allowed_hosts=frozenset(h.lower() for h in fields.allowed_hosts) | {host_of(fields.url)},
         **fields.model_dump(exclude={"allowed_hosts"}),
     )
+
+
+def _beyond_limits(entry: CatalogueEntry, limits: ProfileLimits) -> tuple[str, str] | None:
+    """What in ``entry`` the store profile's dataset table cannot hold: (field, why), or None."""
+    lengths = (
+        ("key", entry.key, limits.key_length),
+        ("url", entry.url, limits.url_length),
+        ("format_pattern", entry.format_pattern, limits.format_pattern_length),
+    )
+    for name, value, limit in lengths:
+        if len(value) > limit:
+            return name, f"{len(value)} characters, the store's dataset table takes at most {limit}"
+    page_id = nhs_dd_page_id(entry.category, entry.url)
+    if limits.page_id_length is not None and len(page_id) > limits.page_id_length:
+        return "url", f"its page name is {len(page_id)} characters, the store takes at most {limits.page_id_length}"
+    if limits.categories is not None and entry.category not in limits.categories:
+        return "category", f"{entry.category!r} is not a category the store accepts"
+    if limits.source_types is not None and entry.source_type not in limits.source_types:
+        accepted = ", ".join(sorted(limits.source_types))
+        return "source", f"source type {entry.source_type!r} is not one the store accepts ({accepted})"
+    return None
 
 
 def _describe(exc: ValidationError) -> str:

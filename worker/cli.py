@@ -107,7 +107,7 @@ def load_settings(catalogue: Path | None = None) -> Settings:
 
 def open_catalogue(settings: Settings) -> Catalogue:
     try:
-        return load_catalogue(settings.catalogue)
+        return load_catalogue(settings.catalogue, settings.dataset_table().limits)
     except CatalogueError as exc:
         raise catalogue_exit(exc) from exc
 
@@ -119,12 +119,22 @@ def ensure_schema(settings: Settings) -> None:
     from models.db import is_current, migrate
 
     url = settings.database_url
-    if is_current(url):
-        return
-    if make_url(url).get_backend_name() == "sqlite":
-        migrate(url)
-        return
-    raise fail(f"the store at {safe_url(url)} is not at the newest schema: run `datasync migrate` first")
+    if not is_current(url):
+        if make_url(url).get_backend_name() != "sqlite":
+            raise fail(f"the store at {safe_url(url)} is not at the newest schema: run `datasync migrate` first")
+        migrate(url, settings.dataset_table())
+    check_store(settings)
+
+
+def check_store(settings: Settings) -> None:
+    """Refuse to start on a dataset table that cannot take what datasync writes (exit 2)."""
+    from models.datasets import StoreMismatch
+    from models.db import check_dataset_table
+
+    try:
+        check_dataset_table(settings.database_url, settings.dataset_table())
+    except StoreMismatch as exc:
+        raise fail(str(exc)) from exc
 
 
 def safe_url(url: str) -> str:
@@ -139,7 +149,8 @@ def migrate_command() -> None:
     from models.db import migrate
 
     settings = get_settings()
-    migrate(settings.database_url)
+    migrate(settings.database_url, settings.dataset_table())
+    check_store(settings)
     out.print(f"store at {safe_url(settings.database_url)} is at the newest schema")
 
 
@@ -311,7 +322,7 @@ def status(catalogue: CatalogueOption = None, as_json: JsonOption = False) -> No
     settings = load_settings(catalogue)
     cat = open_catalogue(settings)
     ensure_schema(settings)
-    rows = dataset_status(session_factory(settings.database_url), cat, settings)
+    rows = dataset_status(session_factory(settings.database_url, settings.dataset_table()), cat, settings)
     if as_json:
         out.print_json(data=rows)
         return
@@ -502,7 +513,8 @@ def run(ctx: typer.Context, loglevel: LogLevel = "INFO") -> None:
 
     settings = get_settings()
     open_catalogue(settings)
-    migrate(settings.database_url)
+    migrate(settings.database_url, settings.dataset_table())
+    check_store(settings)
     with contextlib.ExitStack() as stack:
         if not settings.broker_url:
             url = stack.enter_context(embedded_broker())

@@ -10,16 +10,20 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.datasets import DatasetTable, dataset_table
 from scrapers.http import UrlRewrites
 from scrapers.throttle import HostLimit, HostLimits
 from worker.problems import Problem, pointer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOGUE = REPO_ROOT / "catalogue.toml"
+SQL_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+SQL_NAME_OR_EMPTY = r"^([A-Za-z_][A-Za-z0-9_]{0,62})?$"
 DEFAULT_USER_AGENT = "datasync/0.1 (NHS dataset sync worker; +https://www.datadictionary.nhs.uk)"
 
 
@@ -73,6 +77,21 @@ class Settings(BaseSettings):
     publish_max_attempts: int = Field(default=4, ge=1, le=10)
     publish_retry_backoff_seconds: float = Field(default=2.0, ge=0)
     publish_retry_wait_max_seconds: float = Field(default=120.0, ge=0)
+
+    # Store profile: whose table holds the datasets (datasync's own, or the platform's surveys_dataset).
+    store_profile: Literal["datasync", "checktick"] = "datasync"
+    platform_table: str = Field(default="surveys_dataset", pattern=SQL_NAME)
+    platform_schema: str | None = Field(default=None, pattern=SQL_NAME_OR_EMPTY)
+
+    @model_validator(mode="after")
+    def _schema_needs_postgres(self) -> Settings:
+        if self.platform_schema and self.database_url.startswith("sqlite"):
+            raise ValueError("DATASYNC_PLATFORM_SCHEMA: SQLite has no schemas; leave it unset for a SQLite store")
+        return self
+
+    def dataset_table(self) -> DatasetTable:
+        """The table datasets are read from and written to under ``store_profile``."""
+        return dataset_table(self.store_profile, self.platform_table, self.platform_schema or None)
 
     @field_validator("url_rewrites")
     @classmethod

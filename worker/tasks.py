@@ -46,7 +46,7 @@ def process_context() -> tuple[SyncContext, Catalogue]:
     mtime = settings.catalogue.stat().st_mtime
     if _process.get("catalogue_mtime") != mtime:
         try:
-            _process["catalogue"] = load_catalogue(settings.catalogue)
+            _process["catalogue"] = load_catalogue(settings.catalogue, settings.dataset_table().limits)
         except CatalogueError as exc:
             if "catalogue" not in _process:
                 raise  # nothing good to fall back on: fail this task, try the file again next time
