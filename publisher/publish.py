@@ -19,9 +19,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.schema import Dataset, DatasetVersion, Publication
+from models.datasets import table_of
+from models.schema import DatasetVersion, Publication
 from models.types import utcnow
-from models.upsert import spec_from_dataset
+from models.upsert import load_dataset, spec_from_dataset
 from publisher.client import CatalogueApiError, CatalogueClient, ClientConfig
 from publisher.merge_patch import json_equal, merge_patch
 from publisher.record import RECORD_RULES, Contact, DatasetFacts, build_record, check_record
@@ -140,7 +141,8 @@ def keys_with_new_versions(publisher: Publisher) -> list[str]:
     published datasets that left the catalogue but are not withdrawn yet."""
     entries = publisher.catalogue.by_key()
     with publisher.sessions() as session:
-        versions = {key: version for key, version in session.execute(select(Dataset.key, Dataset.version))}
+        columns = table_of(session).table.c
+        versions = {key: version for key, version in session.execute(select(columns.key, columns.version))}
         publications = {p.dataset_key: p for p in session.scalars(select(Publication))}
     keys = []
     for key in select_keys(publisher, None):
@@ -209,13 +211,13 @@ def _desired(publisher: Publisher, key: str) -> tuple[dict[str, Any] | None, int
     entry = publisher.catalogue.by_key().get(key)
     with publisher.sessions() as session:
         known = session.get(Publication, key)
-        dataset = session.scalars(select(Dataset).where(Dataset.key == key)).first()
+        dataset = load_dataset(session, key)
         if entry is None or dataset is None or dataset.owned_by_people:
             if known is None or known.record is None or not known.catalogue_id:
                 return None, None, known
             return {**known.record, "status": "Withdrawn"}, known.published_version, known
         changed = session.scalar(select(func.max(DatasetVersion.created_at)).where(DatasetVersion.dataset_key == key))
-        facts = DatasetFacts(spec_from_dataset(dataset), dataset.created_at, changed or dataset.updated_at)
+        facts = DatasetFacts(spec_from_dataset(dataset), dataset.row["created_at"], changed or dataset.updated_at)
         version = dataset.version
     settings = publisher.settings
     contact = Contact(settings.publish_contact_name, settings.publish_contact_email)

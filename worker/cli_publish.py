@@ -85,7 +85,7 @@ def register_publish(
         from models.db import session_factory
         from publisher.publish import PublishConfigError, Publisher, publish_many, select_keys
 
-        publisher = Publisher(loaded, session_factory(settings.database_url), settings)
+        publisher = Publisher(loaded, session_factory(settings.database_url, settings.dataset_table()), settings)
         try:
             outcomes = publish_many(publisher, select_keys(publisher, None if all_ else keys), dry_run=dry_run)
         except PublishConfigError as exc:
