@@ -15,7 +15,7 @@ from scrapers.errors import PermanentError, TransientError
 from scrapers.http import HttpClient, NotModified, UrlRewrites, Validators, host_of
 from scrapers.json_api import JsonApi, JsonApiParams
 from scrapers.normalise import RawOption, normalise
-from tests.upstream import Scripted, Upstream
+from tests.upstream import Scripted, Upstream, drf_pages, ended_early, looping
 
 API = "https://api.rcpch.ac.uk/nhs-organisations/v1"
 SOURCE = JsonApi()
@@ -415,3 +415,54 @@ def test_rows_normalise_like_the_fixture_contract(api: str, root: Path, server: 
     result = normalise(sync(entry(url), http))
     assert list(result.options.items()) == [("RTD", "The Newcastle upon Tyne"), ("RWH01", "Lister Hospital")]
     assert len(result.warnings) == 1 and "RWH01" in result.warnings[0]
+
+
+def orgs(count: int) -> list[dict[str, str]]:
+    return [{"ods_code": f"R{i:03d}", "name": f"Organisation {i}"} for i in range(count)]
+
+
+def test_a_page_that_ends_early_is_incomplete(api: str, server: Upstream, http: HttpClient) -> None:
+    url = f"{api}/ends_early/"
+    server.serve_pages(url, ended_early(drf_pages(url, orgs(35), 10), after=1))
+    with pytest.raises(TransientError) as caught:
+        SOURCE.fetch(entry(url), http, None)
+    assert caught.value.kind == "incomplete"
+    assert f"{url}?page=2" in str(caught.value) and "empty page" in str(caught.value)
+
+
+def test_pages_that_hold_fewer_items_than_the_count_are_incomplete(
+    api: str, server: Upstream, http: HttpClient
+) -> None:
+    url = f"{api}/short/"
+    pages = drf_pages(url, orgs(35), 10)
+    pages[1]["next"] = None  # page 2 is the last one offered: 20 of 35 items
+    server.serve_pages(url, pages[:2])
+    with pytest.raises(TransientError) as caught:
+        SOURCE.fetch(entry(url), http, None)
+    assert caught.value.kind == "incomplete"
+    assert "counts 35 items, but the pages held 20" in str(caught.value)
+
+
+def test_a_next_link_back_to_a_fetched_page_is_a_loop(api: str, server: Upstream, http: HttpClient) -> None:
+    url = f"{api}/self_loop/"
+    server.serve_pages(url, looping(drf_pages(url, orgs(35), 10), at=2, url=url))
+    with pytest.raises(PermanentError) as caught:
+        SOURCE.fetch(entry(url), http, None)
+    assert caught.value.kind == "page_loop"
+    assert [len(server.hits(u)) for u in (url, f"{url}?page=2")] == [1, 1]
+
+
+def test_a_loop_back_to_the_first_page_is_caught_too(api: str, server: Upstream, http: HttpClient) -> None:
+    url = f"{api}/loop_to_first/"
+    pages = drf_pages(url, orgs(20), 10)
+    pages[1]["next"] = url
+    server.serve_pages(url, pages)
+    with pytest.raises(PermanentError) as caught:
+        SOURCE.fetch(entry(url), http, None)
+    assert caught.value.kind == "page_loop" and len(server.hits(url)) == 1
+
+
+def test_complete_pages_agree_with_their_count(api: str, server: Upstream, http: HttpClient) -> None:
+    url = f"{api}/complete/"
+    server.serve_pages(url, drf_pages(url, orgs(35), 10))
+    assert len(sync(entry(url), http)) == 35

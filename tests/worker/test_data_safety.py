@@ -1,0 +1,49 @@
+"""Issue 7's data-safety defects end to end: nothing partial or unreviewed reaches the store."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+
+from models.schema import Dataset, SyncRun
+from tests.upstream import Upstream
+from worker.catalogue import Catalogue
+from worker.context import SyncContext
+from worker.pipeline import sync_dataset
+
+HOSPITALS = "hospitals_england_wales"
+EMPTY_PAGE = json.dumps({"count": 0, "next": None, "previous": None, "results": []}).encode()
+
+
+def stored(ctx: SyncContext, key: str) -> Dataset | None:
+    with ctx.sessions() as session:
+        return session.scalars(select(Dataset).where(Dataset.key == key)).first()
+
+
+def last_run(ctx: SyncContext, key: str) -> SyncRun:
+    with ctx.sessions() as session:
+        return session.scalars(select(SyncRun).where(SyncRun.dataset_key == key).order_by(SyncRun.id.desc())).first()
+
+
+def test_a_first_sync_of_pages_that_end_early_writes_nothing(
+    ctx: SyncContext, catalogue: Catalogue, upstream: Upstream
+) -> None:
+    [entry] = catalogue.select([HOSPITALS])
+    upstream.set_body(f"{entry.url}?page=2", EMPTY_PAGE)
+    outcome = sync_dataset(entry, ctx)
+    assert (outcome.status, outcome.error_kind) == ("failed", "incomplete"), outcome.error
+    assert stored(ctx, HOSPITALS) is None
+    assert last_run(ctx, HOSPITALS).error_kind == "incomplete"
+
+
+def test_a_forced_sync_of_pages_that_end_early_keeps_the_whole_list(
+    ctx: SyncContext, catalogue: Catalogue, upstream: Upstream
+) -> None:
+    [entry] = catalogue.select([HOSPITALS])
+    assert sync_dataset(entry, ctx).status == "created"
+    upstream.set_body(f"{entry.url}?page=2", EMPTY_PAGE)
+    outcome = sync_dataset(entry, ctx, force=True, trigger="manual")
+    assert (outcome.status, outcome.error_kind) == ("failed", "incomplete")
+    row = stored(ctx, HOSPITALS)
+    assert (row.version, len(row.options)) == (1, 59)
