@@ -7,6 +7,7 @@ follows ``next`` until the last page, because the full organisation lists are pa
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -94,10 +95,29 @@ class JsonApi(Source):
 
 
 def load_json(document: Document) -> Any:
+    """The body as JSON; nesting or numbers Python cannot hold are named errors, not ``internal``."""
+    text = decode_text(document)
     try:
-        return json.loads(decode_text(document))
+        return json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise PermanentError("bad_json", f"{document.url}: the body is not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise PermanentError("too_deep", f"{document.url}: the JSON is nested too deeply to read") from exc
+    except ValueError as exc:  # an integer past Python's digit limit, a float past its range, NaN/Infinity
+        raise PermanentError(
+            "bad_number", f"{document.url}: the JSON holds a number that cannot be read: {exc}"
+        ) from exc
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _next_page(payload: Any) -> str | None:
@@ -123,8 +143,9 @@ def _later_items(payload: Any, url: str) -> list[Any]:
 
 
 def _items(payload: Any, url: str) -> list[Any]:
-    if isinstance(payload, dict) and isinstance(payload.get("results"), list):
-        return payload["results"]
+    results = payload.get("results") if isinstance(payload, dict) else None
+    if isinstance(results, list):
+        return results
     if isinstance(payload, list):
         return payload
     raise PermanentError(
@@ -155,7 +176,19 @@ def _option(item: Any, params: JsonApiParams, where: str) -> RawOption:
             raise PermanentError("missing_field", f"{where}: label_default needs field {exc}") from exc
     if label is None:
         raise PermanentError("missing_field", f"{where}: none of {', '.join(params.label_field)} has a value")
-    return RawOption(code=str(code), label=str(label))
+    return RawOption(code=_text(code, "code", where), label=_text(label, "label", where))
+
+
+def _text(value: Any, what: str, where: str) -> str:
+    """Strings and numbers are shown as the source wrote them; a boolean, object or array is not a code or label."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    kind = {bool: "boolean", dict: "object", list: "array"}.get(type(value), type(value).__name__)
+    shown = json.dumps(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise PermanentError("bad_value", f"{where}: the {what} is a JSON {kind} ({shown}), not a string or a number")
 
 
 def _first_value(item: dict[str, Any], paths: tuple[str, ...]) -> Any:

@@ -466,3 +466,66 @@ def test_complete_pages_agree_with_their_count(api: str, server: Upstream, http:
     url = f"{api}/complete/"
     server.serve_pages(url, drf_pages(url, orgs(35), 10))
     assert len(sync(entry(url), http)) == 35
+
+
+@pytest.mark.parametrize(
+    "code, shown",
+    [(True, "boolean (true)"), (False, "boolean (false)"), ({"a": 1}, 'object ({"a": 1})'), ([1, 2], "array ([1, 2])")],
+    ids=["true", "false", "object", "array"],
+)
+def test_a_code_that_is_not_a_string_or_number_names_the_item(
+    api: str, root: Path, server: Upstream, http: HttpClient, code: Any, shown: str
+) -> None:
+    url = f"{api}/typed/"
+    publish(root, url, [{"ods_code": "A", "name": "a"}, {"ods_code": code, "name": "b"}])
+    with pytest.raises(PermanentError) as caught:
+        sync(entry(url), http)
+    assert caught.value.kind == "bad_value"
+    assert f"{url} item 2: the code is a JSON {shown}" in str(caught.value)
+
+
+def test_a_label_that_is_a_boolean_names_the_item(api: str, root: Path, server: Upstream, http: HttpClient) -> None:
+    url = f"{api}/typed_label/"
+    publish(root, url, [{"ods_code": "A", "name": True}])
+    with pytest.raises(PermanentError) as caught:
+        sync(entry(url), http)
+    assert caught.value.kind == "bad_value" and "item 1: the label is a JSON boolean" in str(caught.value)
+
+
+def test_a_null_code_with_no_fallback_is_missing_field(
+    api: str, root: Path, server: Upstream, http: HttpClient
+) -> None:
+    url = f"{api}/null_code/"
+    publish(root, url, [{"ods_code": None, "name": "a"}])
+    with pytest.raises(PermanentError) as caught:
+        sync(entry(url), http)
+    assert caught.value.kind == "missing_field" and "item 1" in str(caught.value)
+
+
+def test_numeric_codes_keep_their_json_text(api: str, root: Path, server: Upstream, http: HttpClient) -> None:
+    url = f"{api}/numbers/"
+    publish(root, url, None, raw=b'[{"id": 12, "name": "Twelve"}, {"id": 1.5, "name": "One and a half"}]')
+    assert pairs(sync(entry(url, code_field="id"), http)) == [("12", "Twelve"), ("1.5", "One and a half")]
+
+
+@pytest.mark.parametrize(
+    "raw, kind",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "too_deep"),
+        (b'{"x": ' * 50_000 + b"1" + b"}" * 50_000, "too_deep"),
+        (b'[{"ods_code": "A", "name": "a", "hectares": 1e400}]', "bad_number"),
+        (b'[{"ods_code": "A", "name": "a", "hectares": ' + b"9" * 5000 + b"}]", "bad_number"),
+        (b'[{"ods_code": "A", "name": "a", "hectares": NaN}]', "bad_number"),
+        (b'[{"ods_code": "A", "name": "a", "hectares": -Infinity}]', "bad_number"),
+    ],
+    ids=["deep-arrays", "deep-objects", "float-overflow", "5000-digit-int", "nan", "infinity"],
+)
+def test_json_python_cannot_hold_is_a_named_error(
+    api: str, root: Path, server: Upstream, http: HttpClient, raw: bytes, kind: str
+) -> None:
+    url = f"{api}/hostile/"
+    publish(root, url, None, raw=raw)
+    with pytest.raises(PermanentError) as caught:
+        sync(entry(url), http)
+    assert caught.value.kind == kind
+    assert url in str(caught.value)
