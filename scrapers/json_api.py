@@ -176,7 +176,7 @@ def _option(item: Any, params: JsonApiParams, where: str) -> RawOption:
             raise PermanentError("missing_field", f"{where}: label_default needs field {exc}") from exc
     if label is None:
         raise PermanentError("missing_field", f"{where}: none of {', '.join(params.label_field)} has a value")
-    return RawOption(code=_text(code, "code", where), label=_text(label, "label", where))
+    return RawOption(code=_text(code, "code", where), label=_text(label, "label", where), where=where)
 
 
 def _text(value: Any, what: str, where: str) -> str:

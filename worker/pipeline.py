@@ -93,7 +93,7 @@ def fetch_options(
     """
     source = SOURCES[entry.source]
     documents = source.fetch(entry, ctx.http, validators)
-    option_list = normalise(source.parse(entry, documents), ctx.limits)
+    option_list = normalise(source.parse(entry, documents), ctx.limits, entry.url)
     if not option_list.options:
         raise PermanentError("empty", f"{entry.url}: the source gave no usable options")
     return option_list, documents[0].validators if len(documents) == 1 else Validators()
