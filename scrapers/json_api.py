@@ -76,11 +76,12 @@ class JsonApi(Source):
 
     def headers(self, entry: SourceEntry) -> dict[str, str]:
         params: JsonApiParams = entry.params
-        key = os.environ.get(params.api_key_env or "", "")
+        key = _api_key(params).strip()  # a key read from a file often ends in a newline that is not part of it
         return {params.api_key_header: key} if key else {}
 
     def secrets(self, entry: SourceEntry) -> list[str]:
-        return list(self.headers(entry).values())
+        key = _api_key(entry.params)
+        return [key] if key.strip() else []
 
     def parse(self, entry: SourceEntry, documents: list[Document]) -> list[RawOption]:
         params: JsonApiParams = entry.params
@@ -92,6 +93,10 @@ class JsonApi(Source):
                 for child_position, child in enumerate(_children(item, params, where), start=1):
                     rows.append(_option(child, params, f"{where} child {child_position}"))
         return rows
+
+
+def _api_key(params: JsonApiParams) -> str:
+    return os.environ.get(params.api_key_env or "", "")
 
 
 def load_json(document: Document) -> Any:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from scrapers import SOURCES
 from scrapers.base import SourceParams
+from scrapers.errors import url_credentials
 from scrapers.http import host_of
 
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -69,6 +70,13 @@ class _EntryFields(BaseModel):
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an absolute http:// or https:// URL")
+        credential = url_credentials(value)
+        if credential:
+            raise ValueError(
+                f"must not carry credentials ({credential}): the URL is stored where the platform reads it; "
+                "put the secret in an environment variable and name it with the source's auth keys "
+                "(api_key_env, api_key_header)"
+            )
         return value
 
 

@@ -529,3 +529,15 @@ def test_json_python_cannot_hold_is_a_named_error(
         sync(entry(url), http)
     assert caught.value.kind == kind
     assert url in str(caught.value)
+
+
+def test_an_api_key_with_a_trailing_newline_is_sent_trimmed(
+    api: str, root: Path, server: Upstream, http: HttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"{api}/key_file/"
+    publish(root, url, [{"ods_code": "A", "name": "a"}])
+    monkeypatch.setenv("TEST_RCPCH_KEY", "s3cr3t-key-value\n")
+    source_entry = entry(url, api_key_env="TEST_RCPCH_KEY", api_key_header="Ocp-Apim-Subscription-Key")
+    assert pairs(sync(source_entry, http)) == [("A", "a")]
+    assert server.hits(url)[0].get("Ocp-Apim-Subscription-Key") == "s3cr3t-key-value"
+    assert SOURCE.secrets(source_entry) == ["s3cr3t-key-value\n"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import select
 
 from models.schema import Dataset, SyncRun
-from tests.upstream import Upstream
+from tests.upstream import Scripted, Upstream
 from worker.catalogue import Catalogue
 from worker.context import SyncContext
 from worker.pipeline import sync_dataset
@@ -47,3 +48,26 @@ def test_a_forced_sync_of_pages_that_end_early_keeps_the_whole_list(
     assert (outcome.status, outcome.error_kind) == ("failed", "incomplete")
     row = stored(ctx, HOSPITALS)
     assert (row.version, len(row.options)) == (1, 59)
+
+
+def test_an_api_key_the_http_client_refuses_is_not_in_the_stored_error(
+    ctx: SyncContext, catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [entry] = catalogue.select(["nhs_trusts"])
+    monkeypatch.setenv("RCPCH_API_KEY", "s3cr3t-first-half\nsecond-half\n")
+    outcome = sync_dataset(entry, ctx)
+    assert (outcome.status, outcome.error_kind) == ("failed", "request")
+    stored_error = last_run(ctx, entry.key).error_message
+    for text in (outcome.error, stored_error):
+        assert "s3cr3t" not in text and "second-half" not in text and "[redacted]" in text
+
+
+def test_a_token_in_a_redirect_location_is_not_in_the_stored_error(
+    ctx: SyncContext, catalogue: Catalogue, upstream: Upstream
+) -> None:
+    [entry] = catalogue.select(["nhs_trusts"])
+    upstream.script(entry.url, Scripted(status=302, headers={"Location": "https://ghp_T0KEN@evil.example.com/x"}))
+    outcome = sync_dataset(entry, ctx)
+    assert (outcome.status, outcome.error_kind) == ("failed", "redirect")
+    assert "ghp_T0KEN" not in last_run(ctx, entry.key).error_message
+    assert "https://[redacted]@evil.example.com/x" in outcome.error
