@@ -266,13 +266,18 @@ def test_no_api_key_header_when_the_variable_is_unset(
     assert SOURCE.secrets(source_entry) == []
 
 
+def keyed_entry(root: Path, url: str, monkeypatch: pytest.MonkeyPatch, key: str) -> Entry:
+    """A one-item list behind an API key read from TEST_RCPCH_KEY."""
+    publish(root, url, [{"ods_code": "A", "name": "a"}])
+    monkeypatch.setenv("TEST_RCPCH_KEY", key)
+    return entry(url, api_key_env="TEST_RCPCH_KEY", api_key_header="Ocp-Apim-Subscription-Key")
+
+
 def test_empty_api_key_variable_sends_no_header(
     api: str, root: Path, server: Upstream, http: HttpClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"{api}/empty_key/"
-    publish(root, url, [{"ods_code": "A", "name": "a"}])
-    monkeypatch.setenv("TEST_RCPCH_KEY", "")
-    source_entry = entry(url, api_key_env="TEST_RCPCH_KEY", api_key_header="Ocp-Apim-Subscription-Key")
+    source_entry = keyed_entry(root, url, monkeypatch, "")
     sync(source_entry, http)
     [headers] = server.hits(url)
     assert not any(name.lower() == "ocp-apim-subscription-key" for name in headers)
@@ -535,9 +540,7 @@ def test_an_api_key_with_a_trailing_newline_is_sent_trimmed(
     api: str, root: Path, server: Upstream, http: HttpClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"{api}/key_file/"
-    publish(root, url, [{"ods_code": "A", "name": "a"}])
-    monkeypatch.setenv("TEST_RCPCH_KEY", "s3cr3t-key-value\n")
-    source_entry = entry(url, api_key_env="TEST_RCPCH_KEY", api_key_header="Ocp-Apim-Subscription-Key")
+    source_entry = keyed_entry(root, url, monkeypatch, "s3cr3t-key-value\n")
     assert pairs(sync(source_entry, http)) == [("A", "a")]
     assert server.hits(url)[0].get("Ocp-Apim-Subscription-Key") == "s3cr3t-key-value"
     assert SOURCE.secrets(source_entry) == ["s3cr3t-key-value\n"]
