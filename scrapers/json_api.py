@@ -27,7 +27,7 @@ class JsonApiParams(SourceParams):
     children_field: str | None = None
     api_key_env: str | None = None
     api_key_header: str = "Authorization"
-    max_pages: int = Field(500, ge=1)
+    max_pages: int = Field(default=500, ge=1, le=10_000)
 
     @field_validator("code_field", "label_field", mode="before")
     @classmethod

@@ -28,8 +28,13 @@ class CatalogueError(Exception):
     """The catalogue cannot be used; the message says where and why."""
 
 
+# A list re-checked less than once a year is not being kept current; beyond that, date arithmetic
+# overflows (``inf``, ``1e12``) and one bad entry used to stop every dataset's scheduling.
+MAX_FREQUENCY_HOURS = 8760
+
+
 class _EntryFields(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     key: str = Field(max_length=255)
     name: str = Field(min_length=1, max_length=255)
@@ -38,7 +43,7 @@ class _EntryFields(BaseModel):
     source: str
     url: str
     tags: tuple[str, ...] = ()
-    frequency_hours: float = Field(24.0, gt=0)
+    frequency_hours: float = Field(default=24.0, gt=0, le=MAX_FREQUENCY_HOURS)
     format_pattern: str = "code - description"
     allowed_hosts: tuple[str, ...] = ()
     enabled: bool = True

@@ -20,13 +20,13 @@ from sqlalchemy import select
 from models import lease
 from models.schema import SyncState
 from models.types import utcnow
-from worker.catalogue import Catalogue, CatalogueError, load_catalogue
+from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
 from worker.celery_app import app
 from worker.context import SyncContext, throttle_for
 from worker.pipeline import is_due, sync_dataset
 from worker.retry import retry_delay
 from worker.runs import prune_runs, record_skip
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 log = get_task_logger(__name__)
 MAX_BUSY_WAITS = 60
@@ -96,12 +96,7 @@ def sync_due_task() -> list[str]:
     now = utcnow()
     with ctx.sessions() as session:
         states = {state.dataset_key: state for state in session.scalars(select(SyncState))}
-    due = [
-        entry.key
-        for entry in catalogue.select()
-        if is_due(entry, states.get(entry.key), now, ctx.settings)
-        and not (entry.key in states and states[entry.key].lease_live(now))
-    ]
+    due = [entry.key for entry in catalogue.select() if _due_now(entry, states.get(entry.key), now, ctx.settings)]
     for key in due:
         sync_dataset_task.apply_async(
             kwargs={"key": key, "trigger": "schedule", "requested_at": now.isoformat()},
@@ -110,6 +105,15 @@ def sync_due_task() -> list[str]:
     if due:
         log.info("enqueued %d due dataset(s): %s", len(due), ", ".join(due))
     return due
+
+
+def _due_now(entry: CatalogueEntry, state: SyncState | None, now: datetime, settings: Settings) -> bool:
+    """Due and not being synced; one entry or state row that cannot be judged must not stop the scan."""
+    try:
+        return is_due(entry, state, now, settings) and not (state is not None and state.lease_live(now))
+    except Exception:
+        log.exception("cannot tell whether %s is due; left out of this scan", entry.key)
+        return False
 
 
 @app.task(name="datasync.sync_many")

@@ -341,3 +341,17 @@ def test_innocent_query_parameters_are_accepted(tmp_path: Path) -> None:
     url = "https://api.rcpch.ac.uk/x/?page=2&author=x&design=y&keyword=z&f=json"
     [_, entry] = load_catalogue(write(tmp_path, FIRST + second(url=url))).entries
     assert entry.url == url
+
+
+@pytest.mark.parametrize(
+    "hours, problem",
+    [("inf", "finite number"), ("nan", "finite number"), ("1e12", "less than or equal to 8760"), ("8761", "8760")],
+)
+def test_frequency_hours_must_be_within_a_year(tmp_path: Path, hours: str, problem: str) -> None:
+    message = error_for(tmp_path, FIRST + second(key="bad_hours") + f"frequency_hours = {hours}\n")
+    assert "entry 2 (key 'bad_hours')" in message and "field 'frequency_hours'" in message and problem in message
+
+
+def test_json_api_max_pages_is_bounded(tmp_path: Path) -> None:
+    message = error_for(tmp_path, FIRST + JSON_ENTRY + "max_pages = 1000000\n")
+    assert "entry 2 (key 'nhs_trusts')" in message and "field 'max_pages'" in message

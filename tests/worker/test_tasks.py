@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from models.schema import SyncRun
+from models.schema import SyncRun, SyncState
 from models.types import utcnow
 from tests.worker.celery_harness import write_catalogue
 from worker import tasks
@@ -75,3 +75,13 @@ def test_prune_runs_task_follows_the_retention_setting(
     monkeypatch.setenv("DATASYNC_RUN_RETENTION_DAYS", retention_days)
     get_settings.cache_clear()
     assert tasks.prune_runs_task.apply().get() == deleted
+
+
+def test_one_entry_that_cannot_be_judged_does_not_stop_the_scan(
+    worker_env: Path, sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_catalogue(worker_env, ["nhs_england_regions", "london_boroughs"])
+    with sessions.begin() as session:  # a corrupt row: its next due time overflows the calendar
+        session.add(SyncState(dataset_key="nhs_england_regions", last_success_at=datetime(9999, 12, 31, tzinfo=UTC)))
+    monkeypatch.setattr(tasks.sync_dataset_task, "apply_async", lambda **options: None)
+    assert tasks.sync_due_task.apply().get() == ["london_boroughs"]
