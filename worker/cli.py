@@ -46,6 +46,16 @@ CatalogueOption = Annotated[
     Path | None, typer.Option("--catalogue", help="Catalogue TOML (default: DATASYNC_CATALOGUE or the shipped one).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Sync now even if fresh; conditional requests and guard rails still apply.")
+]
+RefetchOption = Annotated[
+    bool, typer.Option("--refetch", help="Ignore stored validators: download in full even where a 304 would come.")
+]
+AcceptChangesOption = Annotated[
+    bool,
+    typer.Option("--accept-changes", help="Apply changes the guard rails would hold (or were rejected), unreviewed."),
+]
 STATUS_STYLE = {
     "created": "green",
     "updated": "cyan",
@@ -124,7 +134,9 @@ def sync(
     keys: Annotated[list[str] | None, typer.Argument(help="Dataset keys (default: every enabled dataset).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every enabled dataset in the catalogue.")] = False,
     category: Annotated[str | None, typer.Option(help="Only datasets of this category.")] = None,
-    force: Annotated[bool, typer.Option(help="Sync even if fresh; ignore validators and guard rails.")] = False,
+    force: ForceOption = False,
+    refetch: RefetchOption = False,
+    accept_changes: AcceptChangesOption = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
     jobs: Annotated[int, typer.Option(min=1, max=32, help="Datasets synced in parallel.")] = 4,
     catalogue: CatalogueOption = None,
@@ -139,7 +151,13 @@ def sync(
         if dry_run:
             outcomes = run_all(entries, jobs, lambda entry: preview_dataset(entry, ctx))
         else:
-            outcomes = run_all(entries, jobs, lambda entry: sync_dataset(entry, ctx, trigger="cli", force=force))
+            outcomes = run_all(
+                entries,
+                jobs,
+                lambda entry: sync_dataset(
+                    entry, ctx, trigger="cli", force=force, refetch=refetch, accept_changes=accept_changes
+                ),
+            )
     finally:
         ctx.close()
     if as_json:
@@ -427,7 +445,9 @@ def resync(
     keys: Annotated[list[str] | None, typer.Argument(help="Dataset keys.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every enabled dataset.")] = False,
     category: Annotated[str | None, typer.Option(help="Only datasets of this category.")] = None,
-    force: Annotated[bool, typer.Option(help="Ignore freshness, validators and guard rails.")] = False,
+    force: ForceOption = False,
+    refetch: RefetchOption = False,
+    accept_changes: AcceptChangesOption = False,
     wait: Annotated[bool, typer.Option(help="Wait for the results and print them.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 900.0,
     catalogue: CatalogueOption = None,
@@ -441,7 +461,9 @@ def resync(
     require_broker()
     from worker.tasks import enqueue_syncs
 
-    results = enqueue_syncs([entry.key for entry in entries], force, "manual")
+    results = enqueue_syncs(
+        [entry.key for entry in entries], force, "manual", refetch=refetch, accept_changes=accept_changes
+    )
     if not wait:
         for entry, result in zip(entries, results, strict=True):
             out.print(f"{entry.key}: queued as task {result.id}", markup=False)

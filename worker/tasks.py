@@ -62,6 +62,8 @@ def sync_dataset_task(
     requested_at: str | None = None,
     attempt: int = 1,
     busy_waits: int = 0,
+    refetch: bool = False,
+    accept_changes: bool = False,
 ) -> dict[str, Any]:
     ctx, catalogue = process_context()
     entry = catalogue.by_key().get(key)
@@ -74,11 +76,14 @@ def sync_dataset_task(
         ctx,
         trigger=trigger,
         force=force,
+        refetch=refetch,
+        accept_changes=accept_changes,
         attempt=attempt,
         may_retry=attempt <= settings.max_retries,
         requested_at=datetime.fromisoformat(requested_at) if requested_at else None,
     )
     kwargs = {"key": key, "force": force, "trigger": trigger, "requested_at": requested_at}
+    kwargs |= {"refetch": refetch, "accept_changes": accept_changes}
     if outcome.will_retry:
         countdown = retry_delay(attempt, outcome.retry_after, settings)
         log.info("retrying %s in %.0f s (attempt %d failed: %s)", key, countdown, attempt, outcome.error)
@@ -118,11 +123,17 @@ def _due_now(entry: CatalogueEntry, state: SyncState | None, now: datetime, sett
 
 @app.task(name="datasync.sync_many")
 def sync_many_task(
-    keys: list[str] | None = None, category: str | None = None, force: bool = False, trigger: str = "manual"
+    keys: list[str] | None = None,
+    category: str | None = None,
+    force: bool = False,
+    trigger: str = "manual",
+    refetch: bool = False,
+    accept_changes: bool = False,
 ) -> list[str]:
     """Manual re-sync of a selection; returns the ids of the per-dataset tasks."""
     _, catalogue = process_context()
-    return [result.id for result in enqueue_syncs([e.key for e in catalogue.select(keys, category)], force, trigger)]
+    keys = [entry.key for entry in catalogue.select(keys, category)]
+    return [result.id for result in enqueue_syncs(keys, force, trigger, refetch=refetch, accept_changes=accept_changes)]
 
 
 @app.task(name="datasync.prune_runs")
@@ -137,12 +148,13 @@ def prune_runs_task() -> int:
     return deleted
 
 
-def enqueue_syncs(keys: list[str], force: bool, trigger: str) -> list[AsyncResult]:
+def enqueue_syncs(
+    keys: list[str], force: bool, trigger: str, *, refetch: bool = False, accept_changes: bool = False
+) -> list[AsyncResult]:
     requested_at = utcnow().isoformat()
+    options = {"force": force, "refetch": refetch, "accept_changes": accept_changes}
     return [
-        sync_dataset_task.apply_async(
-            kwargs={"key": key, "force": force, "trigger": trigger, "requested_at": requested_at}
-        )
+        sync_dataset_task.apply_async(kwargs={"key": key, "trigger": trigger, "requested_at": requested_at, **options})
         for key in keys
     ]
 

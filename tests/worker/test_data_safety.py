@@ -71,3 +71,61 @@ def test_a_token_in_a_redirect_location_is_not_in_the_stored_error(
     assert (outcome.status, outcome.error_kind) == ("failed", "redirect")
     assert "ghp_T0KEN" not in last_run(ctx, entry.key).error_message
     assert "https://[redacted]@evil.example.com/x" in outcome.error
+
+
+BOROUGHS = "london_boroughs"
+
+
+def first_ten_boroughs(upstream: Upstream, url: str) -> None:
+    """An upstream change the guard rails hold: 23 of 33 codes removed."""
+    items = json.loads(upstream.body_for(upstream.url_path(url)))
+    upstream.set_body(url, json.dumps(items[:10]).encode())
+
+
+@pytest.fixture
+def boroughs(ctx: SyncContext, catalogue: Catalogue):
+    [entry] = catalogue.select([BOROUGHS])
+    assert sync_dataset(entry, ctx).status == "created"
+    return entry
+
+
+def test_force_still_sends_a_conditional_request_and_304_is_unchanged(ctx, boroughs, upstream: Upstream) -> None:
+    outcome = sync_dataset(boroughs, ctx, force=True)
+    assert outcome.status == "unchanged" and "304" in " ".join(outcome.warnings)
+    assert upstream.hits(boroughs.url)[-1].get("If-None-Match")
+
+
+def test_refetch_ignores_the_validators(ctx, boroughs, upstream: Upstream) -> None:
+    outcome = sync_dataset(boroughs, ctx, force=True, refetch=True)
+    assert outcome.status == "unchanged" and "304" not in " ".join(outcome.warnings)
+    assert "If-None-Match" not in upstream.hits(boroughs.url)[-1]
+
+
+@pytest.mark.parametrize("trigger", ["cli", "manual"])
+def test_force_does_not_bypass_the_guard_rails(ctx, boroughs, upstream: Upstream, trigger: str) -> None:
+    first_ten_boroughs(upstream, boroughs.url)
+    outcome = sync_dataset(boroughs, ctx, trigger=trigger, force=True, refetch=True)
+    assert outcome.status == "held" and "would remove 23 of 33" in outcome.error
+    assert (stored(ctx, BOROUGHS).version, len(stored(ctx, BOROUGHS).options)) == (1, 33)
+
+
+def test_accept_changes_applies_a_change_an_operator_rejected(ctx, boroughs, upstream: Upstream) -> None:
+    from worker import review
+
+    first_ten_boroughs(upstream, boroughs.url)
+    assert sync_dataset(boroughs, ctx, force=True).status == "held"
+    review.reject(ctx, BOROUGHS)
+    assert sync_dataset(boroughs, ctx, force=True, refetch=True).error_kind == "rejected"
+    outcome = sync_dataset(boroughs, ctx, force=True, refetch=True, accept_changes=True)
+    assert (outcome.status, outcome.version, outcome.options) == ("updated", 2, 10)
+
+
+def test_force_does_not_lift_a_rollback_pause(ctx, boroughs, upstream: Upstream) -> None:
+    from worker import review
+
+    upstream.set_body(boroughs.url, upstream.body_for(upstream.url_path(boroughs.url)).replace(b"Camden", b"Kamden"))
+    assert sync_dataset(boroughs, ctx, force=True).status == "updated"
+    review.rollback(ctx, BOROUGHS, 1)
+    outcome = sync_dataset(boroughs, ctx, force=True)
+    assert (outcome.status, outcome.error_kind) == ("skipped", "paused")
+    assert f"datasync release {BOROUGHS}" in outcome.error
