@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import sys
@@ -22,13 +23,14 @@ from sqlalchemy.engine import make_url
 from models.db import is_current, migrate, session_factory
 from models.diff import OptionsDiff
 from models.types import utcnow
+from scrapers.errors import redact
 from worker import review
 from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
 from worker.context import SyncContext, throttle_for
 from worker.embedded import STATE_DIR, embedded_broker, running_broker_url
 from worker.outcome import SyncOutcome
 from worker.pipeline import preview_dataset, sync_dataset
-from worker.review import ReviewError
+from worker.review import ReviewError, UnknownDataset
 from worker.runs import prune_runs
 from worker.settings import ConfigurationError, Settings, get_settings
 from worker.status import dataset_status
@@ -81,12 +83,68 @@ SUMMARY_ORDER = (
 
 
 def main() -> None:
+    """Every command, including those other modules register, fails on one line when a server is away."""
     try:
-        get_settings()
+        settings = get_settings()
     except ConfigurationError as exc:
         err.print(Text("configuration error: ", style="bold red") + Text(str(exc)))
         raise SystemExit(2) from exc
-    app()
+    os.environ.setdefault("PGCONNECT_TIMEOUT", str(max(2, math.ceil(settings.connect_timeout))))  # libpq's own
+    try:
+        app()
+    except Exception as exc:
+        message = unreachable_message(exc)
+        if message is None:
+            raise
+        err.print(Text("error: ", style="bold red") + Text(message))
+        raise SystemExit(2) from None
+
+
+class Unreachable(Exception):
+    """A server a command needs does not answer."""
+
+    def __init__(self, what: str, url: str, reason: object) -> None:
+        super().__init__(f"cannot reach {what} at {safe_url(url)}: {one_line(reason, url)}")
+
+
+def unreachable_message(exc: Exception) -> str | None:
+    """One line naming the store or broker that did not answer, or None for any other error."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
+    from sqlalchemy.exc import InterfaceError
+    from sqlalchemy.exc import OperationalError as StoreError
+
+    settings = get_settings()
+    if isinstance(exc, Unreachable):
+        return str(exc)
+    if isinstance(exc, StoreError | InterfaceError):
+        return str(Unreachable("the store", settings.database_url, exc.orig or exc))
+    if isinstance(exc, BrokerError | RedisConnectionError | RedisTimeout):
+        return str(Unreachable("the broker", settings.broker_url or "", exc))
+    return None
+
+
+def one_line(reason: object, url: str) -> str:
+    """A driver's (often multi-line) error as one line, without the URL's password."""
+    password = make_url(url).password if url else None
+    text = redact(" ".join(str(reason).split()), [str(password)] if password else [])
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def check_reachable(what: str, url: str, timeout: float) -> None:
+    """Fail at once on a Redis that does not answer, instead of Celery retrying it for ever."""
+    import redis
+
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise Unreachable(what, url, exc) from exc
+    finally:
+        client.close()
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -279,6 +337,8 @@ def review_context() -> Iterator[SyncContext]:
     ctx = SyncContext.from_settings(settings)
     try:
         yield ctx
+    except UnknownDataset as exc:
+        raise fail(str(exc)) from exc
     except ReviewError as exc:
         raise fail(str(exc), code=1) from exc
     finally:
@@ -414,6 +474,8 @@ def run(ctx: typer.Context, loglevel: LogLevel = "INFO") -> None:
     settings = get_settings()
     open_catalogue(settings)
     migrate(settings.database_url)
+    if settings.broker_url:
+        check_reachable("the broker", settings.broker_url, settings.connect_timeout)
     with contextlib.ExitStack() as stack:
         if not settings.broker_url:
             url = stack.enter_context(embedded_broker())
@@ -458,8 +520,12 @@ def resync(
         raise fail("name dataset keys, or use --all or --category")
     settings = load_settings(catalogue)
     entries = select_entries(open_catalogue(settings), keys, all_, category)
-    require_broker()
+    settings = require_broker()
+    if wait and settings.result_backend:
+        check_reachable("the result backend", settings.result_backend, settings.connect_timeout)
     from worker.tasks import enqueue_syncs
+
+    brief_broker_use(settings)
 
     results = enqueue_syncs(
         [entry.key for entry in entries], force, "manual", refetch=refetch, accept_changes=accept_changes
@@ -493,11 +559,25 @@ def require_broker() -> Settings:
     """Production processes need a broker; a running ``datasync run`` in this directory counts."""
     settings = get_settings()
     if settings.broker_url:
+        check_reachable("the broker", settings.broker_url, settings.connect_timeout)
         return settings
     url = running_broker_url()
     if url is None:
         raise fail("no broker: set DATASYNC_BROKER_URL (or start `datasync run` in this directory)")
     return use_broker(url)
+
+
+def brief_broker_use(settings: Settings) -> None:
+    """``resync`` talks to the broker for seconds: fail within the connect timeout, no patient retries."""
+    celery_app().conf.update(
+        broker_connection_timeout=settings.connect_timeout,
+        broker_connection_retry=False,
+        broker_connection_max_retries=0,
+        task_publish_retry=False,
+        redis_socket_connect_timeout=settings.connect_timeout,
+        result_backend_always_retry=False,
+        result_backend_max_retries=0,
+    )
 
 
 def use_broker(url: str) -> Settings:
