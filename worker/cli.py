@@ -520,13 +520,12 @@ def resync(
         raise fail("name dataset keys, or use --all or --category")
     settings = load_settings(catalogue)
     entries = select_entries(open_catalogue(settings), keys, all_, category)
-    settings = require_broker()
-    if wait and settings.result_backend:
-        check_reachable("the result backend", settings.result_backend, settings.connect_timeout)
+    broker_settings = require_broker()
+    if wait and broker_settings.result_backend:
+        check_reachable("the result backend", broker_settings.result_backend, broker_settings.connect_timeout)
     from worker.tasks import enqueue_syncs
 
-    brief_broker_use(settings)
-
+    brief_broker_use(broker_settings)
     results = enqueue_syncs(
         [entry.key for entry in entries], force, "manual", refetch=refetch, accept_changes=accept_changes
     )
