@@ -51,7 +51,16 @@ def secret_forms(secrets: Iterable[str]) -> list[str]:
 
 
 def _escapes(text: str) -> set[str]:
-    return {text, repr(text)[1:-1], json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
+    """``text`` as written inside a Python or JSON string literal; ``repr`` escapes ``'`` only when
+    it picks single quotes, which depends on the whole string, so both spellings are included."""
+    in_single_quotes = repr(text + '"')[1:-2]
+    return {
+        text,
+        repr(text)[1:-1],
+        in_single_quotes,
+        json.dumps(text)[1:-1],
+        json.dumps(text, ensure_ascii=False)[1:-1],
+    }
 
 
 def url_credentials(url: str) -> str | None:
