@@ -23,7 +23,7 @@ from scrapers.normalise import RawOption
 class SourceParams(BaseModel):
     """Per-source catalogue keys; unknown keys are an error so typos never pass silently."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SourceEntry(Protocol):

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from bs4 import BeautifulSoup, Comment, Tag
 from bs4.element import NavigableString, PageElement
 
+from scrapers.errors import PermanentError
+
 BLOCK_TAGS = frozenset(
     (
         "address article aside blockquote br dd div dl dt figcaption figure footer h1 h2 h3 h4 h5 h6 header hr li main "
@@ -39,6 +41,7 @@ class RawOption:
     label: str
     retired: bool = False
     default: bool = False
+    where: str = field(default="", compare=False)  # e.g. "<page URL> item 7", for errors naming the row
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,12 @@ def _clean_once(text: str) -> str:
     return collapse_whitespace(text)
 
 
-def normalise(rows: Iterable[RawOption], limits: Limits = Limits()) -> OptionList:
-    """Clean every row, keep source order, first occurrence of a code wins, report the rest."""
+def normalise(rows: Iterable[RawOption], limits: Limits = Limits(), source: str = "") -> OptionList:
+    """Clean every row, keep source order, first occurrence of a code wins, report the rest.
+
+    A row that cannot be kept (empty, or longer than the limits) fails the whole list with
+    ``PermanentError("bad_row")`` naming it: leaving it out would apply a partial list.
+    """
     options: dict[str, str] = {}
     retired: list[str] = []
     defaults: list[str] = []
@@ -123,8 +130,8 @@ def normalise(rows: Iterable[RawOption], limits: Limits = Limits()) -> OptionLis
         code, label = clean_text(row.code), clean_text(row.label)
         problem = _row_problem(code, label, limits)
         if problem:
-            warnings.append(f"row {position} (code {code[:40]!r}): {problem}; row left out")
-            continue
+            where = row.where or (f"{source}: row {position}" if source else f"row {position}")
+            raise PermanentError("bad_row", f"{where} (code {code[:40]!r}): {problem}; the list was not applied")
         if code in options:
             warnings.append(
                 f"row {position}: duplicate code {code!r} ({label!r}) ignored; "

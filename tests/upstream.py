@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import signal
 import ssl
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "upstream"
@@ -78,6 +80,11 @@ class Upstream:
         with self.lock:
             self.bodies[self.url_path(url)] = body
 
+    def serve_pages(self, url: str, pages: list[dict[str, Any]]) -> None:
+        """Serve DRF pages (from :func:`drf_pages`, faults applied or not) at ``url`` and ``url?page=N``."""
+        for number, payload in enumerate(pages, start=1):
+            self.set_body(page_url(url, number), json.dumps(payload).encode("utf-8"))
+
     def script(self, url: str, *responses: Scripted) -> None:
         with self.lock:
             self.scripts.setdefault(self.url_path(url), []).extend(responses)
@@ -102,6 +109,38 @@ class Upstream:
             relative += name
         file = (self.root / relative).resolve()
         return file if file.is_relative_to(self.root.resolve()) else None
+
+
+def page_url(url: str, number: int) -> str:
+    """DRF's link to page ``number``: the bare route for page 1, ``?page=N`` after it."""
+    return url if number == 1 else f"{url}?page={number}"
+
+
+def drf_pages(url: str, items: list[Any], page_size: int) -> list[dict[str, Any]]:
+    """Django REST Framework pages of ``items``, linked by absolute ``next``/``previous`` URLs."""
+    chunks = [items[start : start + page_size] for start in range(0, len(items), page_size)] or [[]]
+    return [
+        {
+            "count": len(items),
+            "next": page_url(url, number + 1) if number < len(chunks) else None,
+            "previous": page_url(url, number - 1) if number > 1 else None,
+            "results": chunk,
+        }
+        for number, chunk in enumerate(chunks, start=1)
+    ]
+
+
+def ended_early(pages: list[dict[str, Any]], after: int) -> list[dict[str, Any]]:
+    """The pages as an API that stops after page ``after`` serves them: the next page is empty, count 0."""
+    empty = {"count": 0, "next": None, "previous": pages[after - 1]["next"], "results": []}
+    return [*pages[:after], empty]
+
+
+def looping(pages: list[dict[str, Any]], at: int, url: str) -> list[dict[str, Any]]:
+    """The pages with page ``at``'s ``next`` pointing back at itself (a self-loop)."""
+    looped = [dict(page) for page in pages[:at]]
+    looped[at - 1]["next"] = page_url(url, at)
+    return looped
 
 
 def _handler_for(upstream: Upstream) -> type[BaseHTTPRequestHandler]:

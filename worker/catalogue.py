@@ -22,6 +22,7 @@ from models.upsert import nhs_dd_page_id
 from publisher.defaults import PublishDefaults
 from scrapers import SOURCES
 from scrapers.base import SourceParams
+from scrapers.errors import url_credentials
 from scrapers.http import host_of
 from worker.problems import Problem, pointer
 
@@ -42,8 +43,13 @@ class CatalogueError(Exception):
         self.errors = tuple(errors)
 
 
+# A list re-checked less than once a year is not being kept current; beyond that, date arithmetic
+# overflows (``inf``, ``1e12``) and one bad entry used to stop every dataset's scheduling.
+MAX_FREQUENCY_HOURS = 8760
+
+
 class _EntryFields(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     key: str = Field(max_length=255)
     name: str = Field(min_length=1, max_length=255)
@@ -52,7 +58,7 @@ class _EntryFields(BaseModel):
     source: str
     url: str
     tags: tuple[str, ...] = ()
-    frequency_hours: float = Field(24.0, gt=0)
+    frequency_hours: float = Field(default=24.0, gt=0, le=MAX_FREQUENCY_HOURS)
     format_pattern: str = "code - description"
     allowed_hosts: tuple[str, ...] = ()
     enabled: bool = True
@@ -95,6 +101,13 @@ class _EntryFields(BaseModel):
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an absolute http:// or https:// URL")
+        credential = url_credentials(value)
+        if credential:
+            raise ValueError(
+                f"must not carry credentials ({credential}): the URL is stored where the platform reads it; "
+                "put the secret in an environment variable and name it with the source's auth keys "
+                "(api_key_env, api_key_header)"
+            )
         return value
 
 

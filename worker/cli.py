@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import multiprocessing
 import os
 import sys
@@ -26,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from models.diff import OptionsDiff
+from scrapers.errors import redact
 from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
 from worker.cli_healthcheck import register as register_healthcheck
 from worker.cli_publish import catalogue_exit, register_publish, settings_exit
@@ -48,6 +50,16 @@ CatalogueOption = Annotated[
     Path | None, typer.Option("--catalogue", help="Catalogue TOML (default: DATASYNC_CATALOGUE or the shipped one).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Sync now even if fresh; conditional requests and guard rails still apply.")
+]
+RefetchOption = Annotated[
+    bool, typer.Option("--refetch", help="Ignore stored validators: download in full even where a 304 would come.")
+]
+AcceptChangesOption = Annotated[
+    bool,
+    typer.Option("--accept-changes", help="Apply changes the guard rails would hold (or were rejected), unreviewed."),
+]
 STATUS_STYLE = {
     "created": "green",
     "updated": "cyan",
@@ -88,11 +100,69 @@ def options(
 
 
 def main() -> None:
+    """Every command, including those other modules register, fails on one line when a server is away."""
     try:
-        get_settings()
+        settings = get_settings()
     except ConfigurationError as exc:
         raise settings_exit(exc) from exc
-    app()
+    os.environ.setdefault("PGCONNECT_TIMEOUT", str(max(2, math.ceil(settings.connect_timeout))))  # libpq's own
+    try:
+        app()
+    except Exception as exc:
+        message = unreachable_message(exc)
+        if message is None:
+            raise
+        err.print(Text("error: ", style="bold red") + Text(message))
+        raise SystemExit(2) from None
+
+
+class Unreachable(Exception):
+    """A server a command needs does not answer."""
+
+    def __init__(self, what: str, url: str, reason: object) -> None:
+        super().__init__(f"cannot reach {what} at {safe_url(url)}: {one_line(reason, url)}")
+
+
+def unreachable_message(exc: Exception) -> str | None:
+    """One line naming the store or broker that did not answer, or None for any other error."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
+    from sqlalchemy.exc import InterfaceError
+    from sqlalchemy.exc import OperationalError as StoreError
+
+    settings = get_settings()
+    if isinstance(exc, Unreachable):
+        return str(exc)
+    if isinstance(exc, StoreError | InterfaceError):
+        return str(Unreachable("the store", settings.database_url, exc.orig or exc))
+    if isinstance(exc, BrokerError | RedisConnectionError | RedisTimeout):
+        return str(Unreachable("the broker", settings.broker_url or "", exc))
+    return None
+
+
+def one_line(reason: object, url: str) -> str:
+    """A driver's (often multi-line) error as one line, without the URL's password."""
+    from sqlalchemy.engine import make_url
+
+    password = make_url(url).password if url else None
+    text = redact(" ".join(str(reason).split()), [str(password)] if password else [])
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def check_reachable(what: str, url: str, timeout: float) -> None:
+    """Fail at once on a Redis that does not answer, instead of Celery retrying it for ever."""
+    import redis
+
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise Unreachable(what, url, exc) from exc
+    finally:
+        client.close()
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -159,7 +229,9 @@ def sync(
     keys: Annotated[list[str] | None, typer.Argument(help="Dataset keys (default: every enabled dataset).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every enabled dataset in the catalogue.")] = False,
     category: Annotated[str | None, typer.Option(help="Only datasets of this category.")] = None,
-    force: Annotated[bool, typer.Option(help="Sync even if fresh; ignore validators and guard rails.")] = False,
+    force: ForceOption = False,
+    refetch: RefetchOption = False,
+    accept_changes: AcceptChangesOption = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
     jobs: Annotated[int, typer.Option(min=1, max=32, help="Datasets synced in parallel.")] = 4,
     catalogue: CatalogueOption = None,
@@ -177,7 +249,13 @@ def sync(
         if dry_run:
             outcomes = run_all(entries, jobs, lambda entry: preview_dataset(entry, ctx))
         else:
-            outcomes = run_all(entries, jobs, lambda entry: sync_dataset(entry, ctx, trigger="cli", force=force))
+            outcomes = run_all(
+                entries,
+                jobs,
+                lambda entry: sync_dataset(
+                    entry, ctx, trigger="cli", force=force, refetch=refetch, accept_changes=accept_changes
+                ),
+            )
     finally:
         ctx.close()
     if as_json:
@@ -353,13 +431,15 @@ KeyArgument = Annotated[str, typer.Argument(help="Dataset key.")]
 def review_context() -> Iterator[SyncContext]:
     """A context on the configured store for review actions; their errors exit 1 with the reason."""
     from worker.context import SyncContext
-    from worker.review import ReviewError
+    from worker.review import ReviewError, UnknownDataset
 
     settings = get_settings()
     ensure_schema(settings)
     ctx = SyncContext.from_settings(settings)
     try:
         yield ctx
+    except UnknownDataset as exc:
+        raise fail(str(exc)) from exc
     except ReviewError as exc:
         raise fail(str(exc), code=1) from exc
     finally:
@@ -515,6 +595,8 @@ def run(ctx: typer.Context, loglevel: LogLevel = "INFO") -> None:
     open_catalogue(settings)
     migrate(settings.database_url, settings.dataset_table())
     check_store(settings)
+    if settings.broker_url:
+        check_reachable("the broker", settings.broker_url, settings.connect_timeout)
     with contextlib.ExitStack() as stack:
         if not settings.broker_url:
             url = stack.enter_context(embedded_broker())
@@ -546,7 +628,9 @@ def resync(
     keys: Annotated[list[str] | None, typer.Argument(help="Dataset keys.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every enabled dataset.")] = False,
     category: Annotated[str | None, typer.Option(help="Only datasets of this category.")] = None,
-    force: Annotated[bool, typer.Option(help="Ignore freshness, validators and guard rails.")] = False,
+    force: ForceOption = False,
+    refetch: RefetchOption = False,
+    accept_changes: AcceptChangesOption = False,
     wait: Annotated[bool, typer.Option(help="Wait for the results and print them.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 900.0,
     catalogue: CatalogueOption = None,
@@ -557,10 +641,15 @@ def resync(
         raise fail("name dataset keys, or use --all or --category")
     settings = load_settings(catalogue)
     entries = select_entries(open_catalogue(settings), keys, all_, category)
-    require_broker()
+    broker_settings = require_broker()
+    if wait and broker_settings.result_backend:
+        check_reachable("the result backend", broker_settings.result_backend, broker_settings.connect_timeout)
     from worker.tasks import enqueue_syncs
 
-    results = enqueue_syncs([entry.key for entry in entries], force, "manual")
+    brief_broker_use(broker_settings)
+    results = enqueue_syncs(
+        [entry.key for entry in entries], force, "manual", refetch=refetch, accept_changes=accept_changes
+    )
     if not wait:
         for entry, result in zip(entries, results, strict=True):
             out.print(f"{entry.key}: queued as task {result.id}", markup=False)
@@ -592,11 +681,25 @@ def require_broker() -> Settings:
 
     settings = get_settings()
     if settings.broker_url:
+        check_reachable("the broker", settings.broker_url, settings.connect_timeout)
         return settings
     url = running_broker_url()
     if url is None:
         raise fail("no broker: set DATASYNC_BROKER_URL (or start `datasync run` in this directory)")
     return use_broker(url)
+
+
+def brief_broker_use(settings: Settings) -> None:
+    """``resync`` talks to the broker for seconds: fail within the connect timeout, no patient retries."""
+    celery_app().conf.update(
+        broker_connection_timeout=settings.connect_timeout,
+        broker_connection_retry=False,
+        broker_connection_max_retries=0,
+        task_publish_retry=False,
+        redis_socket_connect_timeout=settings.connect_timeout,
+        result_backend_always_retry=False,
+        result_backend_max_retries=0,
+    )
 
 
 def use_broker(url: str) -> Settings:

@@ -45,11 +45,17 @@ def sync_dataset(
     *,
     trigger: str = "cli",
     force: bool = False,
+    refetch: bool = False,
+    accept_changes: bool = False,
     attempt: int = 1,
     may_retry: bool = False,
     requested_at: datetime | None = None,
 ) -> SyncOutcome:
-    """Sync one dataset under its lease; never raises for upstream or data problems."""
+    """Sync one dataset under its lease; never raises for upstream or data problems.
+
+    ``force`` syncs now even if fresh (a pause still holds); ``refetch`` ignores the stored
+    validators; ``accept_changes`` applies what the guard rails would hold or an operator rejected.
+    """
     owner = ctx.worker_id
     if not lease.acquire(ctx.sessions, entry.key, owner, ctx.settings.lease_seconds):
         return record_skip(
@@ -58,10 +64,18 @@ def sync_dataset(
     try:
         with ctx.sessions() as session:
             state = session.get(SyncState, entry.key)
-            skip = None if force else _skip_reason(entry, state, trigger, requested_at, ctx.settings)
+            skip = _skip_reason(entry, state, trigger, requested_at, ctx.settings, force)
         if skip:
             return record_skip(ctx.sessions, entry.key, trigger, ctx.worker_id, *skip)
-        return _run(entry, ctx, trigger=trigger, force=force, attempt=attempt, may_retry=may_retry)
+        return _run(
+            entry,
+            ctx,
+            trigger=trigger,
+            refetch=refetch,
+            accept_changes=accept_changes,
+            attempt=attempt,
+            may_retry=may_retry,
+        )
     finally:
         lease.release(ctx.sessions, entry.key, owner)
 
@@ -94,20 +108,27 @@ def fetch_options(
     """
     source = SOURCES[entry.source]
     documents = source.fetch(entry, ctx.http, validators)
-    option_list = normalise(source.parse(entry, documents), ctx.limits)
+    option_list = normalise(source.parse(entry, documents), ctx.limits, entry.url)
     if not option_list.options:
         raise PermanentError("empty", f"{entry.url}: the source gave no usable options")
     return option_list, documents[0].validators if len(documents) == 1 else Validators()
 
 
 def _run(
-    entry: CatalogueEntry, ctx: SyncContext, *, trigger: str, force: bool, attempt: int, may_retry: bool
+    entry: CatalogueEntry,
+    ctx: SyncContext,
+    *,
+    trigger: str,
+    refetch: bool,
+    accept_changes: bool,
+    attempt: int,
+    may_retry: bool,
 ) -> SyncOutcome:
     started = utcnow()
     run_id = start_run(ctx.sessions, entry.key, trigger, ctx.worker_id, started, attempt)
     try:
-        option_list, validators = fetch_options(entry, ctx, None if force else _validators(ctx, entry.key))
-        return _store(ctx, entry, run_id, option_list, validators, force, started)
+        option_list, validators = fetch_options(entry, ctx, None if refetch else _validators(ctx, entry.key))
+        return _store(ctx, entry, run_id, option_list, validators, accept_changes, started)
     except NotModified:
         return _store_not_modified(ctx, entry, run_id, started)
     except OwnedByPeople as error:
@@ -147,7 +168,7 @@ def _store(
     run_id: int,
     option_list: OptionList,
     validators: Validators,
-    force: bool,
+    accept_changes: bool,
     started: datetime,
 ) -> SyncOutcome:
     """Guard, then upsert, record the run and the state: one transaction."""
@@ -158,7 +179,7 @@ def _store(
     with ctx.sessions.begin() as session:
         state = lease.ensure_state(session, entry.key)
         current = load_syncable(session, entry.key)
-        refusal = None if force else _refusal(current, state, option_list, ctx.settings)
+        refusal = None if accept_changes else _refusal(current, state, option_list, ctx.settings)
         if refusal and current is not None:
             return _record_refusal(session, state, current, snapshot, option_list, refusal, run_id, started, now)
         result = upsert_dataset(
@@ -331,12 +352,22 @@ def is_due(entry: CatalogueEntry, state: SyncState | None, now: datetime, settin
 
 
 def _skip_reason(
-    entry: CatalogueEntry, state: SyncState | None, trigger: str, requested_at: datetime | None, settings: Settings
+    entry: CatalogueEntry,
+    state: SyncState | None,
+    trigger: str,
+    requested_at: datetime | None,
+    settings: Settings,
+    force: bool = False,
 ) -> tuple[str, str] | None:
     if state is None:
         return None
     if state.paused:
-        return "paused", f"auto-sync is paused: {state.paused_reason or 'by an operator'} (use --force or release)"
+        return (
+            "paused",
+            f"auto-sync is paused: {state.paused_reason or 'by an operator'} (run `datasync release {entry.key}`)",
+        )
+    if force:
+        return None
     if requested_at and state.last_success_at and state.last_success_at >= requested_at:
         return "done", f"already synced at {state.last_success_at:%Y-%m-%d %H:%M:%S}Z, after this request"
     now = utcnow()

@@ -29,6 +29,10 @@ class ReviewError(Exception):
     """The action cannot be done now; the message says why."""
 
 
+class UnknownDataset(ReviewError):
+    """No dataset with this key in the store: bad input (exit 2), not a refused action."""
+
+
 def history(ctx: SyncContext, key: str) -> list[dict[str, Any]]:
     """Every stored version of ``key``, newest first, with its change counts."""
     with ctx.sessions() as session:
@@ -179,7 +183,7 @@ def _leased(ctx: SyncContext, key: str) -> Iterator[None]:
 def _require_dataset(session: Session, key: str) -> StoredDataset:
     dataset = load_dataset(session, key)
     if dataset is None:
-        raise ReviewError(f"no dataset {key!r} in the store")
+        raise UnknownDataset(f"no dataset {key!r} in the store")
     return dataset
 
 
@@ -190,7 +194,7 @@ def _require_syncable(session: Session, key: str) -> StoredDataset:
     except OwnedByPeople as exc:
         raise ReviewError(str(exc)) from exc
     if dataset is None:
-        raise ReviewError(f"no dataset {key!r} in the store")
+        raise UnknownDataset(f"no dataset {key!r} in the store")
     return dataset
 
 

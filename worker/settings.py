@@ -27,8 +27,14 @@ SQL_NAME_OR_EMPTY = r"^([A-Za-z_][A-Za-z0-9_]{0,62})?$"
 DEFAULT_USER_AGENT = "datasync/0.1 (NHS dataset sync worker; +https://www.datadictionary.nhs.uk)"
 
 
+HOUR, DAY = 3600, 86400
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DATASYNC_", extra="ignore")
+    """Every number has a sane range (and no ``inf``/``nan``): a typo such as ``1e12`` must fail at
+    start-up naming the variable, not overflow a date calculation in the middle of a beat scan."""
+
+    model_config = SettingsConfigDict(env_prefix="DATASYNC_", extra="ignore", allow_inf_nan=False)
 
     database_url: str = "sqlite:///datasync.db"
     broker_url: str | None = None
@@ -37,33 +43,33 @@ class Settings(BaseSettings):
     url_rewrites: str = ""
 
     user_agent: str = DEFAULT_USER_AGENT
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    max_response_bytes: int = 5 * 1024 * 1024
+    connect_timeout: float = Field(default=10.0, gt=0, le=300)
+    read_timeout: float = Field(default=30.0, gt=0, le=HOUR)
+    max_response_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=1024**3)
 
-    host_concurrency: int = Field(2, ge=1)
-    host_rate_per_second: float = Field(2.0, gt=0)
+    host_concurrency: int = Field(default=2, ge=1, le=100)
+    host_rate_per_second: float = Field(default=2.0, gt=0, le=1000)
     host_limits: str = ""
 
-    lease_seconds: int = Field(600, ge=5)
-    max_retries: int = Field(5, ge=0)
-    retry_backoff_seconds: float = Field(30.0, ge=0)
-    retry_backoff_max_seconds: float = Field(1800.0, ge=0)
-    failure_pause_seconds: float = Field(3600.0, ge=0)
+    lease_seconds: int = Field(default=600, ge=5, le=DAY)
+    max_retries: int = Field(default=5, ge=0, le=100)
+    retry_backoff_seconds: float = Field(default=30.0, ge=0, le=DAY)
+    retry_backoff_max_seconds: float = Field(default=1800.0, ge=0, le=DAY)
+    failure_pause_seconds: float = Field(default=3600.0, ge=0, le=7 * DAY)
 
-    beat_interval_seconds: float = Field(300.0, gt=0)
-    due_jitter_seconds: float = Field(60.0, ge=0)
-    run_retention_days: int = Field(90, ge=0)
-    worker_concurrency: int = Field(2, ge=1)
-    task_soft_time_limit: int = Field(240, ge=1)
-    task_time_limit: int = Field(300, ge=1)
-    max_tasks_per_child: int = Field(100, ge=1)
-    visibility_timeout: int = Field(3600, ge=1)
+    beat_interval_seconds: float = Field(default=300.0, gt=0, le=DAY)
+    due_jitter_seconds: float = Field(default=60.0, ge=0, le=DAY)
+    run_retention_days: int = Field(default=90, ge=0, le=36500)
+    worker_concurrency: int = Field(default=2, ge=1, le=256)
+    task_soft_time_limit: int = Field(default=240, ge=1, le=12 * HOUR)
+    task_time_limit: int = Field(default=300, ge=1, le=12 * HOUR)
+    max_tasks_per_child: int = Field(default=100, ge=1, le=1_000_000)
+    visibility_timeout: int = Field(default=3600, ge=1, le=7 * DAY)
 
-    max_removed_share: float = Field(0.2, ge=0, le=1)
-    max_relabelled_share: float = Field(0.5, ge=0, le=1)
-    max_code_length: int = Field(64, ge=1)
-    max_label_length: int = Field(1000, ge=1)
+    max_removed_share: float = Field(default=0.2, ge=0, le=1)
+    max_relabelled_share: float = Field(default=0.5, ge=0, le=1)
+    max_code_length: int = Field(default=64, ge=1, le=10_000)
+    max_label_length: int = Field(default=1000, ge=1, le=100_000)
 
     # Publishing to the national data catalogue (publisher/, docs/publishing.md); off while no URL.
     publish_url: str | None = None

@@ -22,13 +22,13 @@ from models import lease
 from models.schema import SyncState
 from models.types import utcnow
 from publisher.publish import publish_new_versions
-from worker.catalogue import Catalogue, CatalogueError, load_catalogue
+from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
 from worker.celery_app import app
 from worker.context import SyncContext, throttle_for
 from worker.pipeline import is_due, sync_dataset
 from worker.retry import retry_delay
 from worker.runs import prune_runs, record_skip
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 log = get_task_logger(__name__)
 MAX_BUSY_WAITS = 60
@@ -64,6 +64,8 @@ def sync_dataset_task(
     requested_at: str | None = None,
     attempt: int = 1,
     busy_waits: int = 0,
+    refetch: bool = False,
+    accept_changes: bool = False,
 ) -> dict[str, Any]:
     ctx, catalogue = process_context()
     entry = catalogue.by_key().get(key)
@@ -76,11 +78,14 @@ def sync_dataset_task(
         ctx,
         trigger=trigger,
         force=force,
+        refetch=refetch,
+        accept_changes=accept_changes,
         attempt=attempt,
         may_retry=attempt <= settings.max_retries,
         requested_at=datetime.fromisoformat(requested_at) if requested_at else None,
     )
     kwargs = {"key": key, "force": force, "trigger": trigger, "requested_at": requested_at}
+    kwargs |= {"refetch": refetch, "accept_changes": accept_changes}
     if outcome.will_retry:
         countdown = retry_delay(attempt, outcome.retry_after, settings)
         log.info("retrying %s in %.0f s (attempt %d failed: %s)", key, countdown, attempt, outcome.error)
@@ -98,12 +103,7 @@ def sync_due_task() -> list[str]:
     now = utcnow()
     with ctx.sessions() as session:
         states = {state.dataset_key: state for state in session.scalars(select(SyncState))}
-    due = [
-        entry.key
-        for entry in catalogue.select()
-        if is_due(entry, states.get(entry.key), now, ctx.settings)
-        and not (entry.key in states and states[entry.key].lease_live(now))
-    ]
+    due = [entry.key for entry in catalogue.select() if _due_now(entry, states.get(entry.key), now, ctx.settings)]
     for key in due:
         sync_dataset_task.apply_async(
             kwargs={"key": key, "trigger": "schedule", "requested_at": now.isoformat()},
@@ -114,13 +114,28 @@ def sync_due_task() -> list[str]:
     return due
 
 
+def _due_now(entry: CatalogueEntry, state: SyncState | None, now: datetime, settings: Settings) -> bool:
+    """Due and not being synced; one entry or state row that cannot be judged must not stop the scan."""
+    try:
+        return is_due(entry, state, now, settings) and not (state is not None and state.lease_live(now))
+    except Exception:
+        log.exception("cannot tell whether %s is due; left out of this scan", entry.key)
+        return False
+
+
 @app.task(name="datasync.sync_many")
 def sync_many_task(
-    keys: list[str] | None = None, category: str | None = None, force: bool = False, trigger: str = "manual"
+    keys: list[str] | None = None,
+    category: str | None = None,
+    force: bool = False,
+    trigger: str = "manual",
+    refetch: bool = False,
+    accept_changes: bool = False,
 ) -> list[str]:
     """Manual re-sync of a selection; returns the ids of the per-dataset tasks."""
     _, catalogue = process_context()
-    return [result.id for result in enqueue_syncs([e.key for e in catalogue.select(keys, category)], force, trigger)]
+    keys = [entry.key for entry in catalogue.select(keys, category)]
+    return [result.id for result in enqueue_syncs(keys, force, trigger, refetch=refetch, accept_changes=accept_changes)]
 
 
 @app.task(name="datasync.prune_runs")
@@ -147,12 +162,13 @@ def publish_new_versions_task() -> dict[str, str]:
     return {outcome.key: outcome.status for outcome in outcomes}
 
 
-def enqueue_syncs(keys: list[str], force: bool, trigger: str) -> list[AsyncResult]:
+def enqueue_syncs(
+    keys: list[str], force: bool, trigger: str, *, refetch: bool = False, accept_changes: bool = False
+) -> list[AsyncResult]:
     requested_at = utcnow().isoformat()
+    options = {"force": force, "refetch": refetch, "accept_changes": accept_changes}
     return [
-        sync_dataset_task.apply_async(
-            kwargs={"key": key, "force": force, "trigger": trigger, "requested_at": requested_at}
-        )
+        sync_dataset_task.apply_async(kwargs={"key": key, "trigger": trigger, "requested_at": requested_at, **options})
         for key in keys
     ]
 

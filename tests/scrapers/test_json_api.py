@@ -15,7 +15,7 @@ from scrapers.errors import PermanentError, TransientError
 from scrapers.http import HttpClient, NotModified, UrlRewrites, Validators, host_of
 from scrapers.json_api import JsonApi, JsonApiParams
 from scrapers.normalise import RawOption, normalise
-from tests.upstream import Scripted, Upstream
+from tests.upstream import Scripted, Upstream, drf_pages, ended_early, looping
 
 API = "https://api.rcpch.ac.uk/nhs-organisations/v1"
 SOURCE = JsonApi()
@@ -266,13 +266,18 @@ def test_no_api_key_header_when_the_variable_is_unset(
     assert SOURCE.secrets(source_entry) == []
 
 
+def keyed_entry(root: Path, url: str, monkeypatch: pytest.MonkeyPatch, key: str) -> Entry:
+    """A one-item list behind an API key read from TEST_RCPCH_KEY."""
+    publish(root, url, [{"ods_code": "A", "name": "a"}])
+    monkeypatch.setenv("TEST_RCPCH_KEY", key)
+    return entry(url, api_key_env="TEST_RCPCH_KEY", api_key_header="Ocp-Apim-Subscription-Key")
+
+
 def test_empty_api_key_variable_sends_no_header(
     api: str, root: Path, server: Upstream, http: HttpClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"{api}/empty_key/"
-    publish(root, url, [{"ods_code": "A", "name": "a"}])
-    monkeypatch.setenv("TEST_RCPCH_KEY", "")
-    source_entry = entry(url, api_key_env="TEST_RCPCH_KEY", api_key_header="Ocp-Apim-Subscription-Key")
+    source_entry = keyed_entry(root, url, monkeypatch, "")
     sync(source_entry, http)
     [headers] = server.hits(url)
     assert not any(name.lower() == "ocp-apim-subscription-key" for name in headers)
@@ -415,3 +420,127 @@ def test_rows_normalise_like_the_fixture_contract(api: str, root: Path, server: 
     result = normalise(sync(entry(url), http))
     assert list(result.options.items()) == [("RTD", "The Newcastle upon Tyne"), ("RWH01", "Lister Hospital")]
     assert len(result.warnings) == 1 and "RWH01" in result.warnings[0]
+
+
+def orgs(count: int) -> list[dict[str, str]]:
+    return [{"ods_code": f"R{i:03d}", "name": f"Organisation {i}"} for i in range(count)]
+
+
+def test_a_page_that_ends_early_is_incomplete(api: str, server: Upstream, http: HttpClient) -> None:
+    url = f"{api}/ends_early/"
+    server.serve_pages(url, ended_early(drf_pages(url, orgs(35), 10), after=1))
+    with pytest.raises(TransientError) as caught:
+        SOURCE.fetch(entry(url), http, None)
+    assert caught.value.kind == "incomplete"
+    assert f"{url}?page=2" in str(caught.value) and "empty page" in str(caught.value)
+
+
+def test_pages_that_hold_fewer_items_than_the_count_are_incomplete(
+    api: str, server: Upstream, http: HttpClient
+) -> None:
+    url = f"{api}/short/"
+    pages = drf_pages(url, orgs(35), 10)
+    pages[1]["next"] = None  # page 2 is the last one offered: 20 of 35 items
+    server.serve_pages(url, pages[:2])
+    with pytest.raises(TransientError) as caught:
+        SOURCE.fetch(entry(url), http, None)
+    assert caught.value.kind == "incomplete"
+    assert "counts 35 items, but the pages held 20" in str(caught.value)
+
+
+def test_a_next_link_back_to_a_fetched_page_is_a_loop(api: str, server: Upstream, http: HttpClient) -> None:
+    url = f"{api}/self_loop/"
+    server.serve_pages(url, looping(drf_pages(url, orgs(35), 10), at=2, url=url))
+    with pytest.raises(PermanentError) as caught:
+        SOURCE.fetch(entry(url), http, None)
+    assert caught.value.kind == "page_loop"
+    assert [len(server.hits(u)) for u in (url, f"{url}?page=2")] == [1, 1]
+
+
+def test_a_loop_back_to_the_first_page_is_caught_too(api: str, server: Upstream, http: HttpClient) -> None:
+    url = f"{api}/loop_to_first/"
+    pages = drf_pages(url, orgs(20), 10)
+    pages[1]["next"] = url
+    server.serve_pages(url, pages)
+    with pytest.raises(PermanentError) as caught:
+        SOURCE.fetch(entry(url), http, None)
+    assert caught.value.kind == "page_loop" and len(server.hits(url)) == 1
+
+
+def test_complete_pages_agree_with_their_count(api: str, server: Upstream, http: HttpClient) -> None:
+    url = f"{api}/complete/"
+    server.serve_pages(url, drf_pages(url, orgs(35), 10))
+    assert len(sync(entry(url), http)) == 35
+
+
+@pytest.mark.parametrize(
+    "code, shown",
+    [(True, "boolean (true)"), (False, "boolean (false)"), ({"a": 1}, 'object ({"a": 1})'), ([1, 2], "array ([1, 2])")],
+    ids=["true", "false", "object", "array"],
+)
+def test_a_code_that_is_not_a_string_or_number_names_the_item(
+    api: str, root: Path, server: Upstream, http: HttpClient, code: Any, shown: str
+) -> None:
+    url = f"{api}/typed/"
+    publish(root, url, [{"ods_code": "A", "name": "a"}, {"ods_code": code, "name": "b"}])
+    with pytest.raises(PermanentError) as caught:
+        sync(entry(url), http)
+    assert caught.value.kind == "bad_value"
+    assert f"{url} item 2: the code is a JSON {shown}" in str(caught.value)
+
+
+def test_a_label_that_is_a_boolean_names_the_item(api: str, root: Path, server: Upstream, http: HttpClient) -> None:
+    url = f"{api}/typed_label/"
+    publish(root, url, [{"ods_code": "A", "name": True}])
+    with pytest.raises(PermanentError) as caught:
+        sync(entry(url), http)
+    assert caught.value.kind == "bad_value" and "item 1: the label is a JSON boolean" in str(caught.value)
+
+
+def test_a_null_code_with_no_fallback_is_missing_field(
+    api: str, root: Path, server: Upstream, http: HttpClient
+) -> None:
+    url = f"{api}/null_code/"
+    publish(root, url, [{"ods_code": None, "name": "a"}])
+    with pytest.raises(PermanentError) as caught:
+        sync(entry(url), http)
+    assert caught.value.kind == "missing_field" and "item 1" in str(caught.value)
+
+
+def test_numeric_codes_keep_their_json_text(api: str, root: Path, server: Upstream, http: HttpClient) -> None:
+    url = f"{api}/numbers/"
+    publish(root, url, None, raw=b'[{"id": 12, "name": "Twelve"}, {"id": 1.5, "name": "One and a half"}]')
+    assert pairs(sync(entry(url, code_field="id"), http)) == [("12", "Twelve"), ("1.5", "One and a half")]
+
+
+@pytest.mark.parametrize(
+    "raw, kind",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "too_deep"),
+        (b'{"x": ' * 50_000 + b"1" + b"}" * 50_000, "too_deep"),
+        (b'[{"ods_code": "A", "name": "a", "hectares": 1e400}]', "bad_number"),
+        (b'[{"ods_code": "A", "name": "a", "hectares": ' + b"9" * 5000 + b"}]", "bad_number"),
+        (b'[{"ods_code": "A", "name": "a", "hectares": NaN}]', "bad_number"),
+        (b'[{"ods_code": "A", "name": "a", "hectares": -Infinity}]', "bad_number"),
+    ],
+    ids=["deep-arrays", "deep-objects", "float-overflow", "5000-digit-int", "nan", "infinity"],
+)
+def test_json_python_cannot_hold_is_a_named_error(
+    api: str, root: Path, server: Upstream, http: HttpClient, raw: bytes, kind: str
+) -> None:
+    url = f"{api}/hostile/"
+    publish(root, url, None, raw=raw)
+    with pytest.raises(PermanentError) as caught:
+        sync(entry(url), http)
+    assert caught.value.kind == kind
+    assert url in str(caught.value)
+
+
+def test_an_api_key_with_a_trailing_newline_is_sent_trimmed(
+    api: str, root: Path, server: Upstream, http: HttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"{api}/key_file/"
+    source_entry = keyed_entry(root, url, monkeypatch, "s3cr3t-key-value\n")
+    assert pairs(sync(source_entry, http)) == [("A", "a")]
+    assert server.hits(url)[0].get("Ocp-Apim-Subscription-Key") == "s3cr3t-key-value"
+    assert SOURCE.secrets(source_entry) == ["s3cr3t-key-value\n"]

@@ -10,6 +10,7 @@ from bs4 import BeautifulSoup
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scrapers.errors import PermanentError
 from scrapers.normalise import (
     Limits,
     OptionList,
@@ -217,12 +218,18 @@ def test_duplicate_default_row_does_not_add_a_second_flag() -> None:
         (RawOption("X", "L" * 21), "label longer than 20"),
     ],
 )
-def test_bad_rows_are_left_out_with_a_warning(row: RawOption, problem: str) -> None:
-    result = normalise([RawOption("OK", "Fine"), row], Limits(max_code_length=10, max_label_length=20))
-    assert result.options == {"OK": "Fine"}
-    assert len(result.warnings) == 1
-    assert problem in result.warnings[0] and "row 2" in result.warnings[0]
-    assert "left out" in result.warnings[0]
+def test_a_bad_row_fails_the_whole_list_naming_the_row(row: RawOption, problem: str) -> None:
+    with pytest.raises(PermanentError) as caught:
+        normalise([RawOption("OK", "Fine"), row], Limits(max_code_length=10, max_label_length=20), "https://h/x")
+    assert caught.value.kind == "bad_row"
+    assert f"https://h/x: row 2 (code {clean_text(row.code)[:40]!r}): {problem}" in str(caught.value)
+    assert "not applied" in str(caught.value)
+
+
+def test_a_bad_row_is_named_by_where_the_source_found_it() -> None:
+    row = RawOption("X", "L" * 21, where="https://h/x?page=2 item 7")
+    with pytest.raises(PermanentError, match=r"^https://h/x\?page=2 item 7 \(code 'X'\): label longer than 20"):
+        normalise([row], Limits(max_label_length=20), "https://h/x")
 
 
 def test_limits_are_inclusive() -> None:
@@ -231,9 +238,8 @@ def test_limits_are_inclusive() -> None:
 
 
 def test_over_long_label_is_not_truncated_silently() -> None:
-    result = normalise([RawOption("X", "L" * 1001)])
-    assert result.options == {}
-    assert "1001" in result.warnings[0]
+    with pytest.raises(PermanentError, match="label longer than 1000 characters \\(1001\\)"):
+        normalise([RawOption("X", "L" * 1001)])
 
 
 def test_codes_keep_leading_zeros_and_case() -> None:
@@ -306,10 +312,16 @@ FRAGMENTS = st.sampled_from(
     ]
 )
 HTMLISH = st.lists(st.one_of(st.text(max_size=12), FRAGMENTS), max_size=16).map("".join)
-ROWS = st.lists(
-    st.builds(RawOption, code=HTMLISH, label=HTMLISH, retired=st.booleans(), default=st.booleans()),
-    max_size=12,
-)
+ROW = st.builds(RawOption, code=HTMLISH, label=HTMLISH, retired=st.booleans(), default=st.booleans())
+ROWS = st.lists(ROW, max_size=12)
+
+
+def keepable(row: RawOption, limits: Limits = Limits()) -> bool:
+    code, label = clean_text(row.code), clean_text(row.label)
+    return 0 < len(code) <= limits.max_code_length and 0 < len(label) <= limits.max_label_length
+
+
+KEPT_ROWS = st.lists(ROW.filter(keepable), max_size=12)
 PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -326,8 +338,29 @@ def test_clean_text_output_is_plain(text: str) -> None:
     assert_plain(clean_text(text))
 
 
+def attempt(rows: list[RawOption]) -> OptionList | str:
+    """The options, or the message of the error that refused the list."""
+    try:
+        return normalise(rows)
+    except PermanentError as error:
+        return error.message
+
+
 @PROPERTY_SETTINGS
 @given(ROWS)
+def test_normalise_either_keeps_every_row_or_refuses_the_list(rows: list[RawOption]) -> None:
+    result = attempt(rows)
+    if isinstance(result, str):
+        assert "not applied" in result
+        assert not all(keepable(row) for row in rows)
+    else:
+        assert all(keepable(row) for row in rows)
+        assert len(result.options) + len(result.warnings) == len(rows)
+    assert attempt(list(rows)) == result
+
+
+@PROPERTY_SETTINGS
+@given(KEPT_ROWS)
 def test_normalise_is_deterministic(rows: list[RawOption]) -> None:
     first, second = normalise(rows), normalise(list(rows))
     assert list(first.options.items()) == list(second.options.items())
@@ -340,7 +373,7 @@ def test_normalise_is_deterministic(rows: list[RawOption]) -> None:
 
 
 @PROPERTY_SETTINGS
-@given(ROWS)
+@given(KEPT_ROWS)
 def test_normalise_never_emits_markup_control_characters_or_loose_whitespace(rows: list[RawOption]) -> None:
     result = normalise(rows)
     for code, label in result.options.items():
@@ -353,7 +386,7 @@ def test_normalise_never_emits_markup_control_characters_or_loose_whitespace(row
 
 
 @PROPERTY_SETTINGS
-@given(ROWS)
+@given(KEPT_ROWS)
 def test_normalising_normalised_options_changes_nothing(rows: list[RawOption]) -> None:
     first = normalise(rows)
     again = normalise([RawOption(code, label) for code, label in first.options.items()])

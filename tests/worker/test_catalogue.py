@@ -317,3 +317,41 @@ def test_a_sync_window_is_accepted(tmp_path: Path, window: str) -> None:
 def test_a_bad_sync_window_names_the_field(tmp_path: Path, window: str) -> None:
     message = error_for(tmp_path, FIRST + f'sync_window = "{window}"\n')
     assert "sync_window" in message and "HH:MM-HH:MM" in message
+
+
+@pytest.mark.parametrize(
+    "url, found",
+    [
+        ("https://bob:hunter2@www.datadictionary.nhs.uk/x.html", "user:password@ or TOKEN@"),
+        ("https://ghp_T0KEN@api.rcpch.ac.uk/x/", "user:password@ or TOKEN@"),
+        ("https://api.rcpch.ac.uk/x/?api_key=abc", "'api_key'"),
+        ("https://api.rcpch.ac.uk/x/?page=1&token=abc", "'token'"),
+        ("https://api.rcpch.ac.uk/x/?subscription-key=abc", "'subscription-key'"),
+        ("https://api.rcpch.ac.uk/x/?apiKey=abc", "'apiKey'"),
+        ("https://api.rcpch.ac.uk/x/?access_token=abc", "'access_token'"),
+    ],
+)
+def test_credentials_in_a_url_are_refused(tmp_path: Path, url: str, found: str) -> None:
+    message = error_for(tmp_path, FIRST + second(url=url))
+    assert "entry 2" in message and "'url'" in message and found in message
+    assert "api_key_env" in message and "environment variable" in message
+
+
+def test_innocent_query_parameters_are_accepted(tmp_path: Path) -> None:
+    url = "https://api.rcpch.ac.uk/x/?page=2&author=x&design=y&keyword=z&f=json"
+    [_, entry] = load_catalogue(write(tmp_path, FIRST + second(url=url))).entries
+    assert entry.url == url
+
+
+@pytest.mark.parametrize(
+    "hours, problem",
+    [("inf", "finite number"), ("nan", "finite number"), ("1e12", "less than or equal to 8760"), ("8761", "8760")],
+)
+def test_frequency_hours_must_be_within_a_year(tmp_path: Path, hours: str, problem: str) -> None:
+    message = error_for(tmp_path, FIRST + second(key="bad_hours") + f"frequency_hours = {hours}\n")
+    assert "entry 2 (key 'bad_hours')" in message and "field 'frequency_hours'" in message and problem in message
+
+
+def test_json_api_max_pages_is_bounded(tmp_path: Path) -> None:
+    message = error_for(tmp_path, FIRST + JSON_ENTRY + "max_pages = 1000000\n")
+    assert "entry 2 (key 'nhs_trusts')" in message and "field 'max_pages'" in message

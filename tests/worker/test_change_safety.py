@@ -138,16 +138,19 @@ def test_relabelling_most_codes_is_held(ctx, synced, upstream: Upstream) -> None
     assert "would relabel" in outcome.error
 
 
-def test_force_applies_a_change_the_guard_would_hold(ctx, synced, upstream: Upstream) -> None:
+def test_only_accept_changes_applies_a_change_the_guard_would_hold(ctx, synced, upstream: Upstream) -> None:
     entry = synced[BOROUGHS]
     boroughs_with(upstream, entry.url, lambda items: items[:10])
-    outcome = sync_dataset(entry, ctx, force=True)
+    assert sync_dataset(entry, ctx, force=True).status == "held"
+    outcome = sync_dataset(entry, ctx, force=True, accept_changes=True)
     assert (outcome.status, outcome.version, outcome.options) == ("updated", 2, 10)
 
 
-def test_over_long_label_is_reported_for_its_row(ctx, synced, upstream: Upstream, catalogue: Catalogue) -> None:
+def test_over_long_label_fails_the_sync_naming_its_row(ctx, synced, upstream: Upstream, catalogue: Catalogue) -> None:
     entry = synced[BOROUGHS]
+    before = snapshot(ctx, entry.key)
     ctx.limits = type(ctx.limits)(max_code_length=64, max_label_length=20)
-    outcome = sync_dataset(entry, ctx, force=True)
-    long_names = [w for w in outcome.warnings if "label longer than 20" in w]
-    assert long_names and all("row left out" in w for w in long_names)
+    outcome = sync_dataset(entry, ctx, force=True, refetch=True)
+    assert (outcome.status, outcome.error_kind) == ("failed", "bad_row")
+    assert f"{entry.url} item 13 (code 'E09000013'): label longer than 20 characters (22)" in outcome.error
+    assert snapshot(ctx, entry.key) == before

@@ -119,4 +119,4 @@ def test_rejected_change_is_dropped_and_not_held_again(cli, boroughs, ctx: SyncC
 def test_review_commands_explain_what_is_wrong(cli, boroughs) -> None:
     assert "no held change" in cli("accept", KEY, code=1)
     assert "no version 9" in cli("rollback", KEY, "--to", "9", code=1)
-    assert "no dataset 'nope'" in cli("history", "nope", code=1)
+    assert "no dataset 'nope'" in cli("history", "nope", code=2)  # an unknown key is bad input

@@ -42,3 +42,30 @@ def test_get_settings_explains_a_bad_environment_by_variable(monkeypatch: pytest
     monkeypatch.setenv("DATASYNC_LEASE_SECONDS", "10")
     with pytest.raises(ConfigurationError, match="DATASYNC_LEASE_SECONDS must exceed DATASYNC_TASK_TIME_LIMIT"):
         get_settings()
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("DATASYNC_FAILURE_PAUSE_SECONDS", "inf"),
+        ("DATASYNC_FAILURE_PAUSE_SECONDS", "1e12"),
+        ("DATASYNC_BEAT_INTERVAL_SECONDS", "nan"),
+        ("DATASYNC_CONNECT_TIMEOUT", "-inf"),
+        ("DATASYNC_HOST_RATE_PER_SECOND", "1e9"),
+        ("DATASYNC_MAX_RETRIES", "1000000"),
+        ("DATASYNC_RUN_RETENTION_DAYS", "1" + "0" * 30),
+    ],
+)
+def test_infinite_or_absurd_numbers_are_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=f"^{name}: "):
+        get_settings()
+
+
+def test_every_numeric_setting_has_an_upper_bound() -> None:
+    """New settings too: a number without a ceiling is how ``1e12`` got into a date calculation."""
+    for name, field in Settings.model_fields.items():
+        if field.annotation in (int, float):
+            assert any(hasattr(rule, "le") or hasattr(rule, "lt") for rule in field.metadata), name

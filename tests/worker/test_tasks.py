@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from models.schema import SyncRun
+from models.schema import SyncRun, SyncState
 from models.types import utcnow
+from tests.upstream import Upstream
 from tests.worker.celery_harness import write_catalogue
 from worker import tasks
 from worker.catalogue import CatalogueError
@@ -75,3 +76,35 @@ def test_prune_runs_task_follows_the_retention_setting(
     monkeypatch.setenv("DATASYNC_RUN_RETENTION_DAYS", retention_days)
     get_settings.cache_clear()
     assert tasks.prune_runs_task.apply().get() == deleted
+
+
+def test_one_entry_that_cannot_be_judged_does_not_stop_the_scan(
+    worker_env: Path, sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_catalogue(worker_env, ["nhs_england_regions", "london_boroughs"])
+    with sessions.begin() as session:  # a corrupt row: its next due time overflows the calendar
+        session.add(SyncState(dataset_key="nhs_england_regions", last_success_at=datetime(9999, 12, 31, tzinfo=UTC)))
+    monkeypatch.setattr(tasks.sync_dataset_task, "apply_async", lambda **options: None)
+    assert tasks.sync_due_task.apply().get() == ["london_boroughs"]
+
+
+def test_the_task_takes_refetch_and_accept_changes_and_old_messages_still_work(
+    worker_env: Path, upstream: Upstream
+) -> None:
+    url = "https://api.rcpch.ac.uk/nhs-organisations/v1/nhs_england_regions/extended/"
+    assert tasks.sync_dataset_task.apply(kwargs={"key": "nhs_england_regions"}).get()["status"] == "created"
+    old_style = tasks.sync_dataset_task.apply(kwargs={"key": "nhs_england_regions", "force": True}).get()
+    assert old_style["status"] == "unchanged" and upstream.hits(url)[-1].get("If-None-Match")
+    kwargs = {"key": "nhs_england_regions", "force": True, "refetch": True, "accept_changes": True}
+    assert tasks.sync_dataset_task.apply(kwargs=kwargs).get()["status"] == "unchanged"
+    assert "If-None-Match" not in upstream.hits(url)[-1]
+
+
+def test_enqueued_syncs_carry_the_three_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    queued: list[dict] = []
+    monkeypatch.setattr(tasks.sync_dataset_task, "apply_async", lambda **options: queued.append(options["kwargs"]))
+    tasks.enqueue_syncs(["a", "b"], True, "manual", accept_changes=True)
+    assert [(k["key"], k["force"], k["refetch"], k["accept_changes"]) for k in queued] == [
+        ("a", True, False, True),
+        ("b", True, False, True),
+    ]
