@@ -81,8 +81,8 @@ class Settings(BaseSettings):
     publish_contact_email: str = ""
     publish_auto: bool = False
     publish_max_attempts: int = Field(default=4, ge=1, le=10)
-    publish_retry_backoff_seconds: float = Field(default=2.0, ge=0)
-    publish_retry_wait_max_seconds: float = Field(default=120.0, ge=0)
+    publish_retry_backoff_seconds: float = Field(default=2.0, ge=0, le=600)
+    publish_retry_wait_max_seconds: float = Field(default=120.0, ge=0, le=3600)
 
     # Store profile: whose table holds the datasets (datasync's own, or the platform's surveys_dataset).
     store_profile: Literal["datasync", "checktick"] = "datasync"
