@@ -42,6 +42,7 @@ class _EntryFields(BaseModel):
     allowed_hosts: tuple[str, ...] = ()
     enabled: bool = True
     sync_window: str | None = None
+    stale_after_hours: float | None = Field(None, gt=0)
 
     @field_validator("sync_window")
     @classmethod
@@ -87,6 +88,7 @@ class CatalogueEntry:
     enabled: bool
     sync_window: str | None
     params: SourceParams
+    stale_after_hours: float | None = None
 
     @property
     def source_type(self) -> str:
@@ -99,6 +101,11 @@ class CatalogueEntry:
             return True
         start, end, moment = *window, now.astimezone(UTC).time()
         return start <= moment < end if start < end else moment >= start or moment < end
+
+    @property
+    def stale_after(self) -> float:
+        """Hours without a success before the dataset counts as stale (default: twice its frequency)."""
+        return self.stale_after_hours or 2 * self.frequency_hours
 
     @property
     def stamp_field(self) -> str:

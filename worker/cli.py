@@ -24,6 +24,7 @@ from models.diff import OptionsDiff
 from models.types import utcnow
 from worker import review
 from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
+from worker.cli_monitoring import check_state_filter, print_status_table, register, report_system
 from worker.context import SyncContext, throttle_for
 from worker.embedded import STATE_DIR, embedded_broker, running_broker_url
 from worker.outcome import SyncOutcome
@@ -221,33 +222,31 @@ def print_changes(key: str, diff: OptionsDiff, limit: int = 25) -> None:
 
 
 @app.command()
-def status(catalogue: CatalogueOption = None, as_json: JsonOption = False) -> None:
-    """Every dataset with its option count, version, last stamp and last run."""
+def status(
+    state: Annotated[str | None, typer.Option(help="Only datasets in this state (ok, stale, failing, ...).")] = None,
+    category: Annotated[str | None, typer.Option(help="Only datasets of this category.")] = None,
+    system: Annotated[bool, typer.Option("--system", help="The system instead: store, broker, beat, workers.")] = False,
+    catalogue: CatalogueOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every dataset's state (ok, stale, failing, held, ...), why, last success and next due."""
     settings = load_settings(catalogue)
+    if system:
+        report_system(settings, as_json)
+        return
+    check_state_filter(state)
     cat = open_catalogue(settings)
     ensure_schema(settings)
-    rows = dataset_status(session_factory(settings.database_url), cat, settings)
+    now = utcnow()
+    rows = [
+        row
+        for row in dataset_status(session_factory(settings.database_url), cat, settings, now)
+        if (state is None or row["state"] == state) and (category is None or row["category"] == category)
+    ]
     if as_json:
         out.print_json(data=rows)
-        return
-    table = Table()
-    for column in ("dataset", "category", "options", "version", "last verified", "last run", "detail"):
-        table.add_column(column, justify="right" if column in ("options", "version") else "left")
-    for row in rows:
-        run = row["last_run"] or {}
-        state = "held" if row["held"] else ("paused" if row["paused"] else run.get("status", "never run"))
-        detail = row["held_reason"] if row["held"] else (run.get("error") or ("due" if row["due"] else ""))
-        stamp = row["last_scraped"] or row["last_synced_at"] or "-"
-        table.add_row(
-            row["key"],
-            row["category"],
-            str(row["options_count"]),
-            _text(row["version"]),
-            stamp[:19].replace("T", " "),
-            styled(state),
-            Text((detail or "")[:120]),
-        )
-    out.print(table)
+    else:
+        print_status_table(rows, now)
 
 
 KeyArgument = Annotated[str, typer.Argument(help="Dataset key.")]
@@ -494,6 +493,8 @@ def celery_app() -> Any:
 def _text(value: Any) -> str:
     return "-" if value is None else str(value)
 
+
+register(app)
 
 if __name__ == "__main__":
     main()

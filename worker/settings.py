@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scrapers.http import UrlRewrites
@@ -58,6 +58,18 @@ class Settings(BaseSettings):
     max_code_length: int = Field(64, ge=1)
     max_label_length: int = Field(1000, ge=1)
 
+    # Monitoring: health model, HTTP API, webhooks (docs/monitoring.md)
+    failing_after: int = Field(3, ge=1)
+    worker_ping_timeout: float = Field(1.0, gt=0, le=30)
+    api_rate_anonymous_per_minute: int = Field(60, ge=1)
+    api_rate_key_per_minute: int = Field(120, ge=1)
+    api_cors_origins: str = ""
+    webhook_urls: str = ""
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_max_attempts: int = Field(5, ge=1, le=20)
+    webhook_backoff_seconds: float = Field(10.0, ge=0)
+    webhook_timeout_seconds: float = Field(5.0, gt=0, le=60)
+
     @field_validator("url_rewrites")
     @classmethod
     def _valid_rewrites(cls, value: str) -> str:
@@ -68,6 +80,14 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_host_limits(cls, value: str) -> str:
         HostLimits(HostLimit(1, 1.0), value)
+        return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_webhooks(cls, value: str) -> str:
+        for url in split_list(value):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
         return value
 
     @model_validator(mode="after")
@@ -86,7 +106,16 @@ class Settings(BaseSettings):
                 "DATASYNC_VISIBILITY_TIMEOUT must exceed DATASYNC_RETRY_BACKOFF_MAX_SECONDS + "
                 "DATASYNC_TASK_TIME_LIMIT, or Redis would deliver a waiting retry twice"
             )
+        if self.webhook_urls and not self.webhook_secret.get_secret_value():
+            raise ValueError(
+                "DATASYNC_WEBHOOK_SECRET must be set when DATASYNC_WEBHOOK_URLS is, so receivers can verify"
+            )
         return self
+
+
+def split_list(value: str) -> list[str]:
+    """A comma-separated setting as its non-empty items."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class ConfigurationError(ValueError):
