@@ -178,7 +178,7 @@ class SystemHealth:
             "status": self.status,
             "checked_at": iso(self.checked_at),
             **{c.name: c.to_json() for c in self.components},
-            "workers": list(self.workers),
+            "online_workers": list(self.workers),
             "queue_length": self.queue_length,
             "oldest_queued_seconds": self.oldest_queued_seconds,
             "heartbeat_age_seconds": self.heartbeat_age_seconds,

@@ -6,7 +6,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.schema import RUN_STATUSES, SyncRun
@@ -79,3 +79,41 @@ def run_json(run: SyncRun) -> dict[str, Any]:
         "will_retry": run.will_retry,
         "worker": run.worker,
     }
+
+
+def run_counts(sessions: sessionmaker[Session]) -> list[tuple[str, str, str, int]]:
+    """(status, trigger, error kind or "", count) over the kept history."""
+    with sessions() as session:
+        rows = session.execute(
+            select(SyncRun.status, SyncRun.trigger, SyncRun.error_kind, func.count()).group_by(
+                SyncRun.status, SyncRun.trigger, SyncRun.error_kind
+            )
+        ).tuples()
+        return [(status, trigger, kind or "", count) for status, trigger, kind, count in rows]
+
+
+def duration_histogram(sessions: sessionmaker[Session], bounds: tuple[float, ...]) -> tuple[list[int], int, float]:
+    """Cumulative counts of finished syncs (not skips) at or under each bound, the total and the sum."""
+    finished = SyncRun.duration_seconds.is_not(None) & SyncRun.status.not_in(("running", "skipped"))
+    columns = [func.sum(case((SyncRun.duration_seconds <= bound, 1), else_=0)) for bound in bounds]
+    with sessions() as session:
+        row = session.execute(select(func.count(), func.sum(SyncRun.duration_seconds), *columns).where(finished)).one()
+    return [int(value or 0) for value in row[2:]], int(row[0] or 0), float(row[1] or 0.0)
+
+
+def recent_runs(sessions: sessionmaker[Session], per_dataset: int) -> dict[str, list[SyncRun]]:
+    """Each dataset's newest finished, non-skipped runs, oldest first (for a small chart)."""
+    ranked = (
+        select(
+            SyncRun.id,
+            func.row_number().over(partition_by=SyncRun.dataset_key, order_by=SyncRun.id.desc()).label("rank"),
+        )
+        .where(SyncRun.status.not_in(("running", "skipped")))
+        .subquery()
+    )
+    query = select(SyncRun).join(ranked, SyncRun.id == ranked.c.id).where(ranked.c.rank <= per_dataset)
+    by_key: dict[str, list[SyncRun]] = {}
+    with sessions() as session:
+        for run in session.scalars(query.order_by(SyncRun.id)):
+            by_key.setdefault(run.dataset_key, []).append(run)
+    return by_key

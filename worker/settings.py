@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     api_rate_anonymous_per_minute: int = Field(60, ge=1)
     api_rate_key_per_minute: int = Field(120, ge=1)
     api_cors_origins: str = ""
+    api_public_status: bool = True
     webhook_urls: str = ""
     webhook_secret: SecretStr = SecretStr("")
     webhook_max_attempts: int = Field(5, ge=1, le=20)
