@@ -1,7 +1,6 @@
 """The FastAPI application: routes that parse the request, call a plain function, and answer in the
 platform's conventions (seed 000/001): paginated lists, ``{"detail": ...}`` errors, Bearer keys."""
 
-
 import logging
 from dataclasses import dataclass
 from typing import Annotated, Any

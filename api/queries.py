@@ -93,7 +93,7 @@ class DatasetReader:
         if key is not None:
             query = query.where(Dataset.key == key)
         with self.sessions() as session:
-            rows = [(d, p) for d, p in session.execute(query).tuples()]
+            rows = [(d, p) for d, p in session.execute(query).all()]
         return [(d, p) for d, p in rows if visible(d, caller)]
 
     def _health(self, datasets: list[Dataset], now: datetime) -> dict[str, DatasetHealth]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Celery
 
+from worker import heartbeat  # noqa: F401 - connects the publish hook that stamps every task's send time
 from worker.embedded import running_broker_url
 from worker.settings import Settings
 
