@@ -84,12 +84,10 @@ def run_json(run: SyncRun) -> dict[str, Any]:
 def run_counts(sessions: sessionmaker[Session]) -> list[tuple[str, str, str, int]]:
     """(status, trigger, error kind or "", count) over the kept history."""
     with sessions() as session:
-        rows = session.execute(
-            select(SyncRun.status, SyncRun.trigger, SyncRun.error_kind, func.count()).group_by(
-                SyncRun.status, SyncRun.trigger, SyncRun.error_kind
-            )
-        ).tuples()
-        return [(status, trigger, kind or "", count) for status, trigger, kind, count in rows]
+        query = select(SyncRun.status, SyncRun.trigger, SyncRun.error_kind, func.count()).group_by(
+            SyncRun.status, SyncRun.trigger, SyncRun.error_kind
+        )
+        return [(status, trigger, kind or "", count) for status, trigger, kind, count in session.execute(query).all()]
 
 
 def duration_histogram(sessions: sessionmaker[Session], bounds: tuple[float, ...]) -> tuple[list[int], int, float]:
