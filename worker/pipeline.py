@@ -29,6 +29,7 @@ from scrapers import SOURCES
 from scrapers.errors import PermanentError, SyncError, redact
 from scrapers.http import NotModified, Validators
 from scrapers.normalise import OptionList, normalise
+from worker import webhooks
 from worker.catalogue import CatalogueEntry
 from worker.context import SyncContext
 from worker.outcome import SyncOutcome
@@ -60,7 +61,9 @@ def sync_dataset(
             skip = None if force else _skip_reason(entry, state, trigger, requested_at, ctx.settings)
         if skip:
             return record_skip(ctx.sessions, entry.key, trigger, ctx.worker_id, *skip)
-        return _run(entry, ctx, trigger=trigger, force=force, attempt=attempt, may_retry=may_retry)
+        outcome = _run(entry, ctx, trigger=trigger, force=force, attempt=attempt, may_retry=may_retry)
+        webhooks.after_sync(ctx, entry, outcome)  # after commit; never raises, never waits
+        return outcome
     finally:
         lease.release(ctx.sessions, entry.key, owner)
 

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from models import lease
 from models.schema import SyncState
 from models.types import utcnow
+from worker import webhooks
 from worker.catalogue import Catalogue, CatalogueError, load_catalogue
 from worker.celery_app import app
 from worker.context import SyncContext, throttle_for
@@ -109,6 +110,7 @@ def sync_due_task() -> list[str]:
         )
     if due:
         log.info("enqueued %d due dataset(s): %s", len(due), ", ".join(due))
+    webhooks.scan(ctx.sessions, catalogue, ctx.settings, now)
     return due
 
 
