@@ -142,7 +142,7 @@ def _dataset_routes(app: FastAPI, s: Services) -> None:
     ) -> dict[str, Any]:
         """Datasets visible to the caller, each with its ``sync`` state; filters as the platform's."""
         filters = DatasetFilters(category, tuple(split_list(tags or "")), search, is_global)
-        return paginate(request, s.reader.list(caller, filters, s.clock()), page, page_size)
+        return paginate(request, s.reader.matching(caller, filters, s.clock()), page, page_size)
 
     @app.get("/api/datasets/available-tags/", tags=["datasets"])
     def available_tags(caller: AnyCaller) -> list[dict[str, Any]]:

@@ -100,7 +100,7 @@ class DatasetReader:
         keys = [d.key for d in datasets if not d.owned_by_people]
         return health_by_key(self.sessions, self.catalogue, self.settings, now, keys)
 
-    def list(self, caller: Caller, filters: DatasetFilters, now: datetime) -> list[dict[str, Any]]:
+    def matching(self, caller: Caller, filters: DatasetFilters, now: datetime) -> list[dict[str, Any]]:
         rows = [(d, p) for d, p in self._rows(caller) if filters.match(d)]
         health = self._health([d for d, _ in rows], now)
         return [dataset_json(d, p, health.get(d.key)) for d, p in rows]

@@ -277,7 +277,7 @@ def _check_broker(url: str, now: datetime, out: list[Any]) -> str:
     return f"reachable; {length} task(s) queued"
 
 
-def _queued_age(message: bytes | None, now: datetime) -> float | None:
+def _queued_age(message: bytes | str | None, now: datetime) -> float | None:
     """Age of a queued message from the send stamp our publish hook adds to every task."""
     if not message:
         return None
