@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from models.types import utcnow
+from tests.receiver import SECRET, Receiver, verify
 from tests.upstream import Scripted, Upstream
 from worker import webhooks
 from worker.catalogue import Catalogue
@@ -24,50 +20,7 @@ from worker.context import SyncContext
 from worker.pipeline import sync_dataset
 from worker.settings import Settings
 
-SECRET = "s3cret-for-tests"
 KEY = "london_boroughs"
-
-
-class Receiver:
-    """Answers ``fail_first`` requests with 500, then 200; records every delivery attempt."""
-
-    def __init__(self, fail_first: int = 0) -> None:
-        self.fail_first = fail_first
-        self.attempts: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with receiver.lock:
-                    status = 500 if len(receiver.attempts) < receiver.fail_first else 200
-                    receiver.attempts.append({"headers": dict(self.headers), "body": body, "status": status})
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def delivered(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [json.loads(a["body"]) for a in self.attempts if a["status"] == 200]
-
-    def wait_for(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while len(self.delivered()) < count:
-            assert time.monotonic() < deadline, f"only {self.delivered()} delivered"
-            time.sleep(0.02)
-        return self.delivered()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -83,13 +36,6 @@ def hooked(ctx: SyncContext, receiver: Receiver) -> SyncContext:
         update={"webhook_urls": receiver.url, "webhook_secret": SecretStr(SECRET), "webhook_backoff_seconds": 0.05}
     )
     return dataclasses.replace(ctx, settings=settings)
-
-
-def verify(attempt: dict[str, Any]) -> bool:
-    headers, body = attempt["headers"], attempt["body"]
-    expected = hmac.new(SECRET.encode(), headers["X-Datasync-Timestamp"].encode() + b"." + body, hashlib.sha256)
-    fresh = abs(time.time() - int(headers["X-Datasync-Timestamp"])) < 300
-    return fresh and hmac.compare_digest(headers["X-Datasync-Signature"], f"sha256={expected.hexdigest()}")
 
 
 def test_each_transition_is_announced_once_signed(
