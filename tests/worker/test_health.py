@@ -113,3 +113,18 @@ def test_a_reachable_broker_without_workers_is_degraded(settings: Settings, redi
     assert parts["broker"].status == "ok" and system.queue_length == 0
     assert parts["workers"].status == "down" and "no worker answered" in parts["workers"].detail
     assert system.status == "degraded"
+
+
+def test_stale_after_hours_is_checked_in_the_catalogue(tmp_path) -> None:
+    from worker.catalogue import CatalogueError, load_catalogue
+
+    entry = 'key = "x"\nname = "X"\ncategory = "rcpch"\nsource = "json_api"\nurl = "https://a.example/"\n'
+    entry += 'code_field = "c"\nlabel_field = "l"\nfrequency_hours = 24\n'
+    path = tmp_path / "catalogue.toml"
+    path.write_text(f"[[datasets]]\n{entry}stale_after_hours = 6\n")
+    assert load_catalogue(path).entries[0].stale_after == 6
+    path.write_text(f"[[datasets]]\n{entry}")
+    assert load_catalogue(path).entries[0].stale_after == 48
+    path.write_text(f"[[datasets]]\n{entry}stale_after_hours = 0\n")
+    with pytest.raises(CatalogueError, match="stale_after_hours"):
+        load_catalogue(path)
