@@ -17,7 +17,7 @@ from api.auth import Gate, require_key, require_operator
 from api.queries import MAX_PAGE_SIZE, DatasetFilters, DatasetReader
 from models.db import session_factory
 from models.types import utcnow
-from worker import review
+from worker import review, webhooks
 from worker.apikeys import Caller
 from worker.broker import broker_url_of, celery_client, enqueue_sync
 from worker.catalogue import Catalogue, CatalogueError
@@ -188,7 +188,11 @@ def _dataset_routes(app: FastAPI, s: Services) -> None:
         """Apply the change a guard rail held back (operator)."""
         require_operator(caller)
         reviewable(key, caller)
-        return dict(_review(review.accept, s.review_ctx, key).to_json())
+        outcome = _review(review.accept, s.review_ctx, key)
+        entry = s.catalogue.by_key().get(key)
+        if entry is not None:
+            webhooks.after_sync(s.review_ctx, entry, outcome)  # announce the applied change and the recovery
+        return dict(outcome.to_json())
 
     @app.post("/api/datasets/{key}/reject/", tags=["review"])
     def reject(key: str, caller: AnyCaller) -> dict[str, Any]:

@@ -176,6 +176,7 @@ class SystemHealth:
     def to_json(self) -> dict[str, Any]:
         return {
             "status": self.status,
+            "down": [c.name for c in self.down],
             "checked_at": iso(self.checked_at),
             **{c.name: c.to_json() for c in self.components},
             "online_workers": list(self.workers),

@@ -43,10 +43,10 @@ class MovableClock:
 
 
 class ApiServer:
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, log_level: str = "warning") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level=log_level, lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -92,9 +92,9 @@ class Deployment:
     keys: Keys
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def serve(self, **overrides: Any) -> ApiServer:
+    def serve(self, log_level: str = "warning", **overrides: Any) -> ApiServer:
         settings = self.settings.model_copy(update=overrides)
-        return ApiServer(create_app(settings, self.catalogue, self.clock))
+        return ApiServer(create_app(settings, self.catalogue, self.clock), log_level)
 
 
 def fill_store(ctx: SyncContext, catalogue: Catalogue, upstream: Upstream) -> Catalogue:

@@ -130,6 +130,7 @@ def test_sync_status_lists_what_needs_attention_and_moves_with_time(api: ApiServ
     assert set(attention) == {FAILING, HELD, NEVER}
     assert attention[FAILING]["consecutive_failures"] == 3 and attention[FAILING]["last_error"]["message"]
     assert body["system"]["store"]["status"] == "ok" and body["system"]["broker"]["status"] == "down"
+    assert body["system"]["down"] == ["broker", "workers", "scheduler"]
     deployment.clock.shift(hours=24 * 7 * 2 + 1)  # regions sync weekly: stale after two weeks
     later = api.get("/api/sync/status", deployment.keys.viewer).json()
     assert later["counts"]["stale"] == 1 and later["counts"]["ok"] == 0
@@ -182,3 +183,15 @@ def test_resync_is_queued_on_the_broker_with_trigger_api(deployment: Deployment,
         assert state == {"id": task_id, "state": "PENDING", "result": None}
         health = api.get("/api/health").json()
         assert health["queue_length"] == 3 and health["oldest_queued_seconds"] is not None
+
+
+def test_keys_never_reach_the_logs(deployment: Deployment, capfd: pytest.CaptureFixture[str]) -> None:
+    with deployment.serve(log_level="debug") as api:
+        api.get("/api/sync/status", deployment.keys.viewer)
+        api.get("/api/sync/status", deployment.keys.revoked)
+        api.get("/api/datasets/", "dsk_wrong-key-for-the-log")
+    logs = capfd.readouterr()
+    text = logs.out + logs.err
+    assert "GET /api/sync/status" in text  # the access log was on and captured
+    for secret in (deployment.keys.viewer, deployment.keys.revoked, "dsk_wrong-key-for-the-log"):
+        assert secret not in text and secret[12:] not in text
