@@ -188,10 +188,11 @@ def transitions(
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         session.execute(
             insert(NotifiedState)
-            .values([{"dataset_key": key, "state": "", "changed_at": now} for key in keys])
+            .values([{"dataset_key": key, "state": "", "changed_at": now} for key in sorted(keys)])
             .on_conflict_do_nothing(index_elements=["dataset_key"])
         )
-        rows = session.scalars(select(NotifiedState).where(NotifiedState.dataset_key.in_(keys)).with_for_update())
+        locked = select(NotifiedState).where(NotifiedState.dataset_key.in_(keys)).order_by(NotifiedState.dataset_key)
+        rows = session.scalars(locked.with_for_update())  # one lock order for every caller: no deadlocks
         for row in rows:
             current = health[row.dataset_key]
             previous = row.state or None
