@@ -108,6 +108,9 @@ def test_system_health_names_each_part_that_is_down(settings: Settings) -> None:
 
 @pytest.mark.redis
 def test_a_reachable_broker_without_workers_is_degraded(settings: Settings, redis_server) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_server.url()).flushall()
     system = system_health(settings.model_copy(update={"worker_ping_timeout": 0.3}), redis_server.url(), utcnow())
     parts = {c.name: c for c in system.components}
     assert parts["broker"].status == "ok" and system.queue_length == 0
