@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import metrics, status_page
 from api.auth import Gate, require_key, require_operator
-from api.queries import MAX_PAGE_SIZE, DatasetFilters, DatasetReader
+from api.queries import MAX_PAGE_SIZE, CatalogueFile, DatasetFilters, DatasetReader
 from models.db import session_factory
 from models.types import utcnow
 from worker import review, webhooks
@@ -33,11 +33,14 @@ log = logging.getLogger(__name__)
 @dataclass
 class Services:
     settings: Settings
-    catalogue: Catalogue
     clock: Clock
     reader: DatasetReader
     gate: Gate
     review_ctx: SyncContext
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self.reader.catalogue
 
 
 class SyncRequest(BaseModel):
@@ -54,9 +57,8 @@ def create_app(settings: Settings, catalogue: Catalogue, clock: Clock = utcnow) 
     sessions = session_factory(settings.database_url)
     services = Services(
         settings,
-        catalogue,
         clock,
-        DatasetReader(sessions, catalogue, settings),
+        DatasetReader(sessions, CatalogueFile(catalogue), settings),
         Gate(sessions, clock, settings.api_rate_anonymous_per_minute, settings.api_rate_key_per_minute),
         SyncContext.from_settings(settings),
     )

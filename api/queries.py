@@ -3,9 +3,12 @@ object each, visibility rules, pagination. No web framework here, so they are ea
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -13,11 +16,12 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from models.schema import Dataset
 from worker.apikeys import Caller
-from worker.catalogue import Catalogue
+from worker.catalogue import Catalogue, CatalogueError, load_catalogue
 from worker.health import STATES, DatasetHealth, health_by_key, iso
 from worker.settings import Settings
 
 MAX_PAGE_SIZE = 100
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,11 +85,45 @@ def dataset_json(
     return body
 
 
+class CatalogueFile:
+    """The catalogue a long-running server answers with, re-read when the file changes; an invalid
+    edit is logged and the last good catalogue kept, as the workers do."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self._catalogue, self._mtime = catalogue, _mtime(catalogue.path)
+        self._lock = threading.Lock()
+
+    def current(self) -> Catalogue:
+        mtime = _mtime(self._catalogue.path)
+        with self._lock:
+            if mtime != self._mtime:
+                self._mtime = mtime
+                try:
+                    self._catalogue = load_catalogue(self._catalogue.path)
+                except CatalogueError as exc:
+                    log.error("catalogue edit rejected, still using the previous one: %s", exc)
+            return self._catalogue
+
+
+def _mtime(path: Path) -> tuple[int, int] | None:
+    """Modification time and size: a quick rewrite can keep the (coarse) mtime, rarely the size too."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 class DatasetReader:
     """Datasets as the API shows them, with health from the one model."""
 
-    def __init__(self, sessions: sessionmaker[Session], catalogue: Catalogue, settings: Settings) -> None:
-        self.sessions, self.catalogue, self.settings = sessions, catalogue, settings
+    def __init__(self, sessions: sessionmaker[Session], catalogue: CatalogueFile, settings: Settings) -> None:
+        self.sessions, self.settings = sessions, settings
+        self._catalogue = catalogue
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self._catalogue.current()
 
     def _rows(self, caller: Caller, key: str | None = None) -> list[tuple[Dataset, Dataset | None]]:
         parent = aliased(Dataset)

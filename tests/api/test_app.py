@@ -195,3 +195,24 @@ def test_keys_never_reach_the_logs(deployment: Deployment, capfd: pytest.Capture
     assert "GET /api/sync/status" in text  # the access log was on and captured
     for secret in (deployment.keys.viewer, deployment.keys.revoked, "dsk_wrong-key-for-the-log"):
         assert secret not in text and secret[12:] not in text
+
+
+def test_catalogue_edits_are_picked_up_and_bad_edits_ignored(deployment: Deployment, tmp_path, caplog) -> None:
+    from api.app import create_app
+    from tests.api.conftest import ApiServer as Server
+    from tests.worker.celery_harness import write_catalogue
+    from worker.catalogue import load_catalogue
+
+    path = write_catalogue(tmp_path / "catalogue.toml", [OK])
+    with Server(create_app(deployment.settings, load_catalogue(path), deployment.clock)) as api:
+
+        def counts() -> dict[str, int]:
+            return api.get("/api/sync/status", deployment.keys.viewer).json()["counts"]
+
+        assert counts()["ok"] == 1 and counts()["never_synced"] == 0 and counts()["disabled"] == 2
+        write_catalogue(path, [OK, NEVER])
+        assert counts()["never_synced"] == 1
+        assert api.post(f"/api/sync/{NEVER}/", deployment.keys.operator).status_code == 503  # known now; no broker
+        path.write_text("[[datasets]]\nkey = 1\n")
+        assert counts()["never_synced"] == 1
+        assert "catalogue edit rejected" in caplog.text
