@@ -22,7 +22,7 @@ from worker.apikeys import Caller
 from worker.broker import broker_url_of, celery_client, enqueue_sync
 from worker.catalogue import Catalogue, CatalogueError
 from worker.context import SyncContext
-from worker.health import Clock, system_health
+from worker.health import STATES, Clock, system_health
 from worker.review import ReviewError
 from worker.run_log import RunQueryError, list_runs, parse_since
 from worker.settings import Settings, split_list
@@ -319,5 +319,7 @@ def _page_routes(app: FastAPI, s: Services) -> None:
     def page(caller: AnyCaller, state: str | None = None) -> HTMLResponse:
         """The status page: every dataset's state, age, next due, last error and recent runs."""
         may_see_status(caller)
+        if state is not None and state not in STATES:
+            raise HTTPException(400, f"state: expected one of {', '.join(STATES)}")
         html = status_page.render(s.reader, s.settings, s.clock(), state)
         return HTMLResponse(html, headers=status_page.HEADERS)

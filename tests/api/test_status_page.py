@@ -66,6 +66,7 @@ def test_filter_by_state_strict_policy_and_phone_width(api: ApiServer, tmp_path:
     assert not re.search(r'(src|href)="https?://', response.text)  # nothing loaded from elsewhere
     dom = browse(f"{api.url}/status?state=held", tmp_path / "profile", "--dump-dom").stdout
     assert re.findall(r'<tr id="ds-(\w+)"', dom) == [HELD]
+    assert requests.get(f"{api.url}/status?state=bogus", timeout=30).status_code == 400
     shot = tmp_path / "phone.png"
     browse(f"{api.url}/status", tmp_path / "profile2", "--window-size=390,844", f"--screenshot={shot}")
     assert shot.stat().st_size > 1000
