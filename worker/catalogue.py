@@ -65,6 +65,7 @@ class _EntryFields(BaseModel):
     sync_window: str | None = None
     organization_id: int | None = Field(None, ge=1)
     team_id: int | None = Field(None, ge=1)
+    stale_after_hours: float | None = Field(None, gt=0, le=10 * 8760)
 
     @model_validator(mode="after")
     def _one_owner(self) -> _EntryFields:
@@ -128,6 +129,7 @@ class CatalogueEntry:
     params: SourceParams
     organization_id: int | None = None
     team_id: int | None = None
+    stale_after_hours: float | None = None
 
     @property
     def source_type(self) -> str:
@@ -140,6 +142,11 @@ class CatalogueEntry:
             return True
         start, end, moment = *window, now.astimezone(UTC).time()
         return start <= moment < end if start < end else moment >= start or moment < end
+
+    @property
+    def stale_after(self) -> float:
+        """Hours without a success before the dataset counts as stale (default: twice its frequency)."""
+        return self.stale_after_hours or 2 * self.frequency_hours
 
     @property
     def stamp_field(self) -> str:

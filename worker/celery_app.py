@@ -2,5 +2,5 @@
 
 from celery import Celery
 
-app = Celery("datasync", include=["worker.tasks"])
+app = Celery("datasync", include=["worker.tasks", "worker.heartbeat", "worker.webhook_task"])
 app.config_from_object("celeryconfig")

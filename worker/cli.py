@@ -30,6 +30,7 @@ from models.diff import OptionsDiff
 from scrapers.errors import redact
 from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
 from worker.cli_healthcheck import register as register_healthcheck
+from worker.cli_monitoring import check_state_filter, print_status_table, register, report_system
 from worker.cli_publish import catalogue_exit, register_publish, settings_exit
 from worker.outcome import SyncOutcome
 from worker.settings import ConfigurationError, Settings, get_settings
@@ -392,36 +393,35 @@ def print_changes(key: str, diff: OptionsDiff, limit: int = 25) -> None:
 
 
 @app.command()
-def status(catalogue: CatalogueOption = None, as_json: JsonOption = False) -> None:
-    """Every dataset with its option count, version, last stamp and last run."""
+def status(
+    state: Annotated[str | None, typer.Option(help="Only datasets in this state (ok, stale, failing, ...).")] = None,
+    category: Annotated[str | None, typer.Option(help="Only datasets of this category.")] = None,
+    system: Annotated[bool, typer.Option("--system", help="The system instead: store, broker, beat, workers.")] = False,
+    catalogue: CatalogueOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every dataset's state (ok, stale, failing, held, ...), why, last success and next due."""
     from models.db import session_factory
+    from models.types import utcnow
     from worker.status import dataset_status
 
     settings = load_settings(catalogue)
+    if system:
+        report_system(settings, as_json)
+        return
+    check_state_filter(state)
     cat = open_catalogue(settings)
     ensure_schema(settings)
-    rows = dataset_status(session_factory(settings.database_url, settings.dataset_table()), cat, settings)
+    now = utcnow()
+    rows = [
+        row
+        for row in dataset_status(session_factory(settings.database_url, settings.dataset_table()), cat, settings, now)
+        if (state is None or row["state"] == state) and (category is None or row["category"] == category)
+    ]
     if as_json:
         out.print_json(data=rows)
-        return
-    table = Table()
-    for column in ("dataset", "category", "options", "version", "last verified", "last run", "detail"):
-        table.add_column(column, justify="right" if column in ("options", "version") else "left")
-    for row in rows:
-        run = row["last_run"] or {}
-        state = "held" if row["held"] else ("paused" if row["paused"] else run.get("status", "never run"))
-        detail = row["held_reason"] if row["held"] else (run.get("error") or ("due" if row["due"] else ""))
-        stamp = row["last_scraped"] or row["last_synced_at"] or "-"
-        table.add_row(
-            row["key"],
-            row["category"],
-            str(row["options_count"]),
-            _text(row["version"]),
-            stamp[:19].replace("T", " "),
-            styled(state),
-            Text((detail or "")[:120]),
-        )
-    out.print(table)
+    else:
+        print_status_table(rows, now)
 
 
 KeyArgument = Annotated[str, typer.Argument(help="Dataset key.")]
@@ -721,6 +721,7 @@ def _text(value: Any) -> str:
 
 register_healthcheck(app)
 register_publish(app, open_catalogue, ensure_schema)
+register(app)
 
 if __name__ == "__main__":
     main()

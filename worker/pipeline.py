@@ -30,6 +30,7 @@ from scrapers import SOURCES
 from scrapers.errors import PermanentError, SyncError, redact
 from scrapers.http import NotModified, Validators
 from scrapers.normalise import OptionList, normalise
+from worker import webhooks
 from worker.catalogue import CatalogueEntry
 from worker.context import SyncContext
 from worker.outcome import SyncOutcome
@@ -67,7 +68,7 @@ def sync_dataset(
             skip = _skip_reason(entry, state, trigger, requested_at, ctx.settings, force)
         if skip:
             return record_skip(ctx.sessions, entry.key, trigger, ctx.worker_id, *skip)
-        return _run(
+        outcome = _run(
             entry,
             ctx,
             trigger=trigger,
@@ -76,6 +77,8 @@ def sync_dataset(
             attempt=attempt,
             may_retry=may_retry,
         )
+        webhooks.after_sync(ctx, entry, outcome)  # after commit; never raises, never waits
+        return outcome
     finally:
         lease.release(ctx.sessions, entry.key, owner)
 

@@ -99,6 +99,19 @@ class Settings(BaseSettings):
         """The table datasets are read from and written to under ``store_profile``."""
         return dataset_table(self.store_profile, self.platform_table, self.platform_schema or None)
 
+    # Monitoring: health model, HTTP API, webhooks (docs/monitoring.md)
+    failing_after: int = Field(3, ge=1, le=1000)
+    worker_ping_timeout: float = Field(1.0, gt=0, le=30)
+    api_rate_anonymous_per_minute: int = Field(60, ge=1, le=1_000_000)
+    api_rate_key_per_minute: int = Field(120, ge=1, le=1_000_000)
+    api_cors_origins: str = ""
+    api_public_status: bool = True
+    webhook_urls: str = ""
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_max_attempts: int = Field(5, ge=1, le=20)
+    webhook_backoff_seconds: float = Field(10.0, ge=0, le=3600)
+    webhook_timeout_seconds: float = Field(5.0, gt=0, le=60)
+
     @field_validator("url_rewrites")
     @classmethod
     def _valid_rewrites(cls, value: str) -> str:
@@ -125,6 +138,14 @@ class Settings(BaseSettings):
             raise ValueError("must be an e-mail address")
         return value
 
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_webhooks(cls, value: str) -> str:
+        for url in split_list(value):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return value
+
     @model_validator(mode="after")
     def _consistent_time_limits(self) -> Settings:
         """Limits that only protect anything in the right order."""
@@ -141,7 +162,16 @@ class Settings(BaseSettings):
                 "DATASYNC_VISIBILITY_TIMEOUT must exceed DATASYNC_RETRY_BACKOFF_MAX_SECONDS + "
                 "DATASYNC_TASK_TIME_LIMIT, or Redis would deliver a waiting retry twice"
             )
+        if self.webhook_urls and not self.webhook_secret.get_secret_value():
+            raise ValueError(
+                "DATASYNC_WEBHOOK_SECRET must be set when DATASYNC_WEBHOOK_URLS is, so receivers can verify"
+            )
         return self
+
+
+def split_list(value: str) -> list[str]:
+    """A comma-separated setting as its non-empty items."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class ConfigurationError(ValueError):

@@ -22,6 +22,7 @@ from models import lease
 from models.schema import SyncState
 from models.types import utcnow
 from publisher.publish import publish_new_versions
+from worker import webhooks
 from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
 from worker.celery_app import app
 from worker.context import SyncContext, throttle_for
@@ -111,6 +112,7 @@ def sync_due_task() -> list[str]:
         )
     if due:
         log.info("enqueued %d due dataset(s): %s", len(due), ", ".join(due))
+    webhooks.scan(ctx.sessions, catalogue, ctx.settings, now)
     return due
 
 

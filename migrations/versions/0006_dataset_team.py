@@ -12,7 +12,7 @@ from alembic import op
 from migrations.profile import owns_datasets_table
 
 revision = "0006"
-down_revision = "0003"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,257 @@
+"""Monitoring commands: ``status`` output, ``doctor``, ``runs``, ``serve`` and ``apikey``.
+
+``register(app)`` adds them to the ``datasync`` command; the shared helpers (consoles, ``fail``,
+settings) are taken from ``worker.cli`` when a command runs, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from models.db import session_factory
+from models.types import utcnow
+from worker import apikeys
+from worker.broker import broker_url_of
+from worker.health import STATES, SystemHealth, format_age, system_health
+from worker.run_log import RunQueryError, list_runs, parse_since
+from worker.settings import Settings
+
+STATE_STYLE = {
+    "ok": "green",
+    "stale": "yellow",
+    "failing": "bold red",
+    "held": "magenta",
+    "paused": "cyan",
+    "never_synced": "blue",
+    "disabled": "dim",
+    "down": "bold red",
+    "degraded": "yellow",
+}
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _cli() -> Any:
+    import worker.cli as cli
+
+    return cli
+
+
+def state_text(state: str) -> Text:
+    return Text(state, style=STATE_STYLE.get(state, ""))
+
+
+def check_state_filter(state: str | None) -> None:
+    if state is not None and state not in STATES:
+        raise _cli().fail(f"--state {state!r}: expected one of {', '.join(STATES)}")
+
+
+def print_status_table(rows: list[dict[str, Any]], now: datetime) -> None:
+    """One line per dataset, coloured by state; reasons and errors wrap instead of being cut."""
+    table = Table()
+    for column in ("dataset", "category", "state", "options", "version", "last success", "next due", "why"):
+        table.add_column(column, justify="right" if column in ("options", "version") else "left", overflow="fold")
+    for row in rows:
+        error = row["last_error"]
+        why = row["reason"] + (f"\n{error['kind']}: {error['message']}" if error and row["state"] != "held" else "")
+        table.add_row(
+            row["key"],
+            row["category"],
+            state_text(row["state"]),
+            str(row["options_count"]),
+            "-" if row["version"] is None else str(row["version"]),
+            _ago(row["last_success_at"], now),
+            _until(row["next_due_at"], now),
+            Text(why),
+        )
+    _cli().out.print(table)
+
+
+def _ago(stamp: str | None, now: datetime) -> str:
+    return f"{format_age(now - _parse(stamp))} ago" if stamp else "-"
+
+
+def _until(stamp: str | None, now: datetime) -> str:
+    if not stamp:
+        return "-"
+    moment = _parse(stamp)
+    return "now" if moment <= now else f"in {format_age(moment - now)}"
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def report_system(settings: Settings, as_json: bool) -> None:
+    """Print the system state; exit 1 when any part is down."""
+    cli = _cli()
+    health = system_health(settings, broker_url_of(settings), utcnow())
+    if as_json:
+        cli.out.print_json(data=health.to_json())
+    else:
+        print_system(health)
+    if health.down:
+        raise typer.Exit(1)
+
+
+def print_system(health: SystemHealth) -> None:
+    out = _cli().out
+    table = Table(title=Text("system: ") + state_text(health.status))
+    for column in ("part", "status", "detail"):
+        table.add_column(column, overflow="fold")
+    for component in health.components:
+        table.add_row(component.name, state_text(component.status), Text(component.detail))
+    out.print(table)
+    if health.queue_length is not None:
+        oldest = health.oldest_queued_seconds
+        age = f", oldest waiting {oldest:.0f} s" if oldest is not None else ""
+        out.print(f"queue: {health.queue_length} task(s){age}", markup=False)
+    if health.workers:
+        out.print("workers: " + ", ".join(health.workers), markup=False)
+
+
+def doctor(as_json: JsonOption = False) -> None:
+    """Check the store, broker, scheduler and workers; exit 1 if any is down."""
+    report_system(_cli().get_settings(), as_json)
+
+
+def runs(
+    key: Annotated[str | None, typer.Argument(help="Only this dataset.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only runs with this status (failed, held, ...).")] = None,
+    since: Annotated[str | None, typer.Option(help="Only runs started since: an age (2h, 3d) or ISO time.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many, newest first.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """The run history (every sync attempt), newest first."""
+    cli = _cli()
+    settings = cli.get_settings()
+    cli.ensure_schema(settings)
+    now = utcnow()
+    try:
+        total, rows = list_runs(
+            session_factory(settings.database_url), key, status, parse_since(since, now) if since else None, limit
+        )
+    except RunQueryError as exc:
+        raise cli.fail(str(exc)) from exc
+    if as_json:
+        cli.out.print_json(data=rows)
+        return
+    table = Table(title=f"{len(rows)} of {total} run(s)")
+    for column in ("id", "dataset", "status", "trigger", "started", "seconds", "+/-/~", "error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        error = f"{row['error_kind']}: {row['error']}" if row["error_kind"] else ""
+        table.add_row(
+            str(row["id"]),
+            row["dataset"],
+            cli.styled(row["status"]),
+            row["trigger"],
+            (row["started_at"] or "")[:19].replace("T", " "),
+            "-" if row["duration_seconds"] is None else f"{row['duration_seconds']:.2f}",
+            f"{row['codes_added']}/{row['codes_removed']}/{row['codes_relabelled']}",
+            Text(error),
+        )
+    cli.out.print(table)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for every one).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+) -> None:
+    """The HTTP status API, metrics and status page (FastAPI on uvicorn)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    cli = _cli()
+    settings = cli.get_settings()
+    cli.ensure_schema(settings)
+    catalogue = cli.open_catalogue(settings)
+    cli.err.print(f"serving http://{host}:{port}/ (docs at /api/docs, status page at /status)", markup=False)
+    uvicorn.run(create_app(settings, catalogue), host=host, port=port, log_level="info", server_header=False)
+
+
+apikey_app = typer.Typer(no_args_is_help=True, help="API keys for the HTTP API (shown once, stored as hashes).")
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Argument(help="Who or what uses the key, e.g. 'grafana'.")],
+    role: Annotated[str, typer.Option(help="viewer (reads) or operator (reads, re-syncs, review).")] = "viewer",
+    expires: Annotated[str | None, typer.Option(help="Expiry date or time (ISO 8601, UTC).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a key and print it once; only its hash is kept."""
+    cli = _cli()
+    sessions = _key_store()
+    now = utcnow()
+    try:
+        expires_at = _parse_expiry(expires) if expires else None
+        key, raw = apikeys.create_key(sessions, name, role, expires_at, now)
+    except (apikeys.ApiKeyError, ValueError) as exc:
+        raise cli.fail(str(exc)) from exc
+    if as_json:
+        cli.out.print_json(data={"id": key.id, "prefix": key.prefix, "name": key.name, "role": key.role, "key": raw})
+        return
+    cli.out.print(raw, markup=False)
+    cli.err.print(f"key {key.prefix}… ({key.role}) for {key.name!r}: copy it now, it is not shown again", markup=False)
+
+
+@apikey_app.command("list")
+def apikey_list(as_json: JsonOption = False) -> None:
+    """Every key without its secret: prefix, name, role, created, last used, expires."""
+    cli = _cli()
+    rows = apikeys.list_keys(_key_store())
+    if as_json:
+        cli.out.print_json(data=rows)
+        return
+    table = Table()
+    for column in ("id", "prefix", "name", "role", "created", "last used", "expires", "revoked"):
+        table.add_column(column)
+    for row in rows:
+        stamps = (row[field] for field in ("created_at", "last_used_at", "expires_at", "revoked_at"))
+        table.add_row(
+            str(row["id"]),
+            row["prefix"],
+            row["name"],
+            row["role"],
+            *((s or "-")[:16].replace("T", " ") for s in stamps),
+        )
+    cli.out.print(table)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(ident: Annotated[str, typer.Argument(help="The key's id or prefix (from `apikey list`).")]) -> None:
+    """Revoke a key; the next request with it gets 401."""
+    cli = _cli()
+    try:
+        key = apikeys.revoke_key(_key_store(), ident, utcnow())
+    except apikeys.ApiKeyError as exc:
+        raise cli.fail(str(exc)) from exc
+    cli.out.print(f"revoked key {key.prefix}… ({key.name!r})", markup=False)
+
+
+def _key_store() -> Any:
+    cli = _cli()
+    settings = cli.get_settings()
+    cli.ensure_schema(settings)
+    return session_factory(settings.database_url)
+
+
+def _parse_expiry(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"--expires {text!r}: give an ISO date or time, e.g. 2027-06-30") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor)
+    app.command("runs")(runs)
+    app.command("serve")(serve)
+    app.add_typer(apikey_app, name="apikey")
