@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.datasets import DATASYNC_TABLE, DatasetTable
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -63,6 +62,8 @@ def session_factory(url: str, datasets: DatasetTable = DATASYNC_TABLE) -> sessio
 
 
 def alembic_config(url: str, datasets: DatasetTable = DATASYNC_TABLE) -> Config:
+    from alembic.config import Config  # Alembic loads only where the schema is checked or migrated
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -76,6 +77,8 @@ def migrate(url: str, datasets: DatasetTable = DATASYNC_TABLE) -> None:
     Under the ``checktick`` profile only datasync's bookkeeping tables are created; the
     platform's dataset table is never touched.
     """
+    from alembic import command
+
     command.upgrade(alembic_config(url, datasets), "head")
 
 
@@ -86,6 +89,9 @@ def check_dataset_table(url: str, datasets: DatasetTable = DATASYNC_TABLE) -> No
 
 
 def is_current(url: str) -> bool:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     with get_engine(url).connect() as connection:
         return MigrationContext.configure(connection).get_current_revision() == head

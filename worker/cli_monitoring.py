@@ -7,19 +7,16 @@ settings) are taken from ``worker.cli`` when a command runs, so importing this m
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from models.db import session_factory
-from models.types import utcnow
-from worker import apikeys
-from worker.broker import broker_url_of
-from worker.health import STATES, SystemHealth, format_age, system_health
-from worker.run_log import RunQueryError, list_runs, parse_since
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.health import SystemHealth
 
 STATE_STYLE = {
     "ok": "green",
@@ -46,6 +43,8 @@ def state_text(state: str) -> Text:
 
 
 def check_state_filter(state: str | None) -> None:
+    from worker.health import STATES
+
     if state is not None and state not in STATES:
         raise _cli().fail(f"--state {state!r}: expected one of {', '.join(STATES)}")
 
@@ -72,10 +71,14 @@ def print_status_table(rows: list[dict[str, Any]], now: datetime) -> None:
 
 
 def _ago(stamp: str | None, now: datetime) -> str:
+    from worker.health import format_age
+
     return f"{format_age(now - _parse(stamp))} ago" if stamp else "-"
 
 
 def _until(stamp: str | None, now: datetime) -> str:
+    from worker.health import format_age
+
     if not stamp:
         return "-"
     moment = _parse(stamp)
@@ -88,6 +91,10 @@ def _parse(stamp: str) -> datetime:
 
 def report_system(settings: Settings, as_json: bool) -> None:
     """Print the system state; exit 1 when any part is down."""
+    from models.types import utcnow
+    from worker.broker import broker_url_of
+    from worker.health import system_health
+
     cli = _cli()
     health = system_health(settings, broker_url_of(settings), utcnow())
     if as_json:
@@ -127,6 +134,10 @@ def runs(
     as_json: JsonOption = False,
 ) -> None:
     """The run history (every sync attempt), newest first."""
+    from models.db import session_factory
+    from models.types import utcnow
+    from worker.run_log import RunQueryError, list_runs, parse_since
+
     cli = _cli()
     settings = cli.get_settings()
     cli.ensure_schema(settings)
@@ -186,6 +197,9 @@ def apikey_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create a key and print it once; only its hash is kept."""
+    from models.types import utcnow
+    from worker import apikeys
+
     cli = _cli()
     sessions = _key_store()
     now = utcnow()
@@ -204,6 +218,8 @@ def apikey_create(
 @apikey_app.command("list")
 def apikey_list(as_json: JsonOption = False) -> None:
     """Every key without its secret: prefix, name, role, created, last used, expires."""
+    from worker import apikeys
+
     cli = _cli()
     rows = apikeys.list_keys(_key_store())
     if as_json:
@@ -227,6 +243,9 @@ def apikey_list(as_json: JsonOption = False) -> None:
 @apikey_app.command("revoke")
 def apikey_revoke(ident: Annotated[str, typer.Argument(help="The key's id or prefix (from `apikey list`).")]) -> None:
     """Revoke a key; the next request with it gets 401."""
+    from models.types import utcnow
+    from worker import apikeys
+
     cli = _cli()
     try:
         key = apikeys.revoke_key(_key_store(), ident, utcnow())
@@ -236,6 +255,8 @@ def apikey_revoke(ident: Annotated[str, typer.Argument(help="The key's id or pre
 
 
 def _key_store() -> Any:
+    from models.db import session_factory
+
     cli = _cli()
     settings = cli.get_settings()
     cli.ensure_schema(settings)
