@@ -64,6 +64,16 @@ def store_dataset(store_url: str, key: str) -> Dataset | None:
         return session.scalars(select(Dataset).where(Dataset.key == key)).first()
 
 
+def wait_for_request_in_flight(harness: CeleryProcesses, store_url: str, upstream: Upstream) -> None:
+    """Kill only once the sync is recorded running and its request has reached the upstream."""
+    wait_until(
+        lambda: upstream.hits(TRUSTS) and [r for r in store_runs(store_url, "nhs_trusts") if r.status == "running"],
+        60,
+        "the sync's request to reach the upstream",
+        harness,
+    )
+
+
 def test_beat_keeps_a_changed_upstream_in_sync_without_anyone_acting(
     harness: CeleryProcesses, store_url: str, upstream: Upstream, tmp_path: Path
 ) -> None:
@@ -129,12 +139,7 @@ def test_worker_killed_mid_sync_is_redelivered_and_completes_once(
     worker = harness.worker("w1", concurrency=1)
     wait_until(lambda: pool_children(worker), 30, "the worker's pool process", harness)
     harness.cli("resync", "nhs_trusts")
-    wait_until(
-        lambda: [r for r in store_runs(store_url, "nhs_trusts") if r.status == "running"],
-        30,
-        "the sync to start",
-        harness,
-    )
+    wait_for_request_in_flight(harness, store_url, upstream)
     for child in pool_children(worker):
         os.kill(child.pid, signal.SIGKILL)
     dataset = wait_until(lambda: store_dataset(store_url, "nhs_trusts"), 60, "the redelivered sync", harness)
@@ -172,12 +177,7 @@ def test_whole_worker_killed_mid_sync_is_restored_to_another_worker(
     upstream.script(TRUSTS, Scripted(delay=30))
     first = harness.worker("w1", concurrency=1)
     harness.cli("resync", "nhs_trusts")
-    wait_until(
-        lambda: [r for r in store_runs(store_url, "nhs_trusts") if r.status == "running"],
-        30,
-        "the sync to start",
-        harness,
-    )
+    wait_for_request_in_flight(harness, store_url, upstream)
     os.killpg(first.pid, signal.SIGKILL)  # main process and pool: nothing acks or rejects the message
     first.wait(10)
     harness.worker("w2", concurrency=1)
