@@ -38,20 +38,31 @@ class Settings(BaseSettings):
     host_rate_per_second: float = Field(2.0, gt=0)
     host_limits: str = ""
 
-    lease_seconds: int = Field(600, ge=5)
     max_retries: int = Field(5, ge=0)
     retry_backoff_seconds: float = Field(30.0, ge=0)
     retry_backoff_max_seconds: float = Field(1800.0, ge=0)
     failure_pause_seconds: float = Field(3600.0, ge=0)
 
-    beat_interval_seconds: float = Field(300.0, gt=0)
-    due_jitter_seconds: float = Field(60.0, ge=0)
+    beat_interval_seconds: float = Field(30.0, gt=0)
+    due_jitter_seconds: float = Field(10.0, ge=0)
     run_retention_days: int = Field(90, ge=0)
     worker_concurrency: int = Field(2, ge=1)
     task_soft_time_limit: int = Field(240, ge=1)
     task_time_limit: int = Field(300, ge=1)
     max_tasks_per_child: int = Field(100, ge=1)
     visibility_timeout: int = Field(3600, ge=1)
+
+    # Recovery and hung hosts (reliability-runtime): a killed worker's datasets are synced again
+    # within one lease plus one beat interval; a hung request ends at its deadline; a host that keeps
+    # timing out is given up for a while instead of costing a deadline per dataset; `datasync sync`
+    # retries transient failures in-process, within a bound.
+    lease_seconds: int = Field(60, ge=5)
+    request_deadline_seconds: float = Field(60.0, gt=0)
+    host_timeout_limit: int = Field(3, ge=0)
+    host_unreachable_seconds: float = Field(120.0, ge=0)
+    host_rate_margin: float = Field(0.1, ge=0, le=1)
+    sync_retries: int = Field(2, ge=0, le=10)
+    sync_retry_max_seconds: float = Field(30.0, ge=0, le=600)
 
     max_removed_share: float = Field(0.2, ge=0, le=1)
     max_relabelled_share: float = Field(0.5, ge=0, le=1)
@@ -77,9 +88,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "DATASYNC_TASK_SOFT_TIME_LIMIT must be below DATASYNC_TASK_TIME_LIMIT, so a sync can record its end"
             )
-        if self.lease_seconds <= self.task_time_limit:
+        if self.request_deadline_seconds >= self.task_soft_time_limit:
             raise ValueError(
-                "DATASYNC_LEASE_SECONDS must exceed DATASYNC_TASK_TIME_LIMIT, or a slow sync could lose its lease"
+                "DATASYNC_REQUEST_DEADLINE_SECONDS must be below DATASYNC_TASK_SOFT_TIME_LIMIT, so a hung request "
+                "ends as a timeout before the task runs out of time"
             )
         if self.visibility_timeout <= self.retry_backoff_max_seconds + self.task_time_limit:
             raise ValueError(
