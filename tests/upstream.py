@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +42,7 @@ class Upstream:
         self.bodies: dict[str, bytes] = {}
         self.scripts: dict[str, list[Scripted]] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.arrivals: list[tuple[float, str]] = []  # (time.monotonic() on arrival, path): the server's own log
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self.server.daemon_threads = True
@@ -84,6 +86,17 @@ class Upstream:
         with self.lock:
             return [headers for requested, headers in self.requests if requested == path]
 
+    def peak_per_second(self, host: str) -> int:
+        """Most requests for ``host`` the server saw within any one-second window."""
+        with self.lock:
+            times = sorted(when for when, path in self.arrivals if path.startswith(f"/{host}/"))
+        peak, first = 0, 0
+        for last, when in enumerate(times):
+            while when - times[first] >= 1.0:
+                first += 1
+            peak = max(peak, last - first + 1)
+        return peak
+
     def body_for(self, path: str) -> bytes | None:
         if path in self.bodies:
             return self.bodies[path]
@@ -110,6 +123,7 @@ def _handler_for(upstream: Upstream) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             with upstream.lock:
+                upstream.arrivals.append((time.monotonic(), self.path))
                 upstream.requests.append((self.path, dict(self.headers)))
                 queue = upstream.scripts.get(self.path)
                 scripted = queue.pop(0) if queue else None

@@ -7,7 +7,6 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +29,7 @@ from worker.outcome import SyncOutcome
 from worker.pipeline import preview_dataset, sync_dataset
 from worker.review import ReviewError
 from worker.runs import prune_runs
+from worker.scheduling import InProcessRetries, Work, run_per_host
 from worker.settings import ConfigurationError, Settings, get_settings
 from worker.status import dataset_status
 
@@ -135,11 +135,18 @@ def sync(
     entries = select_entries(open_catalogue(settings), keys, all_, category)
     ensure_schema(settings)
     ctx = SyncContext.from_settings(settings, throttle_for(settings))
+    retries = InProcessRetries(ctx)
     try:
         if dry_run:
-            outcomes = run_all(entries, jobs, lambda entry: preview_dataset(entry, ctx))
+            outcomes = run_all(entries, jobs, ctx, lambda entry, _: preview_dataset(entry, ctx))
         else:
-            outcomes = run_all(entries, jobs, lambda entry: sync_dataset(entry, ctx, trigger="cli", force=force))
+            outcomes = run_all(
+                entries,
+                jobs,
+                ctx,
+                lambda entry, attempt: sync_dataset(entry, ctx, trigger="cli", force=force, **retries.of(attempt)),
+                retries,
+            )
     finally:
         ctx.close()
     if as_json:
@@ -164,19 +171,18 @@ def select_entries(
     return entries
 
 
-def run_all(entries: list[CatalogueEntry], jobs: int, work: Any) -> list[SyncOutcome]:
-    """Run ``work`` over entries in a thread pool with a progress bar; results in catalogue order."""
-    results: dict[str, SyncOutcome] = {}
+def run_all(
+    entries: list[CatalogueEntry], jobs: int, ctx: SyncContext, work: Work, retries: InProcessRetries | None = None
+) -> list[SyncOutcome]:
+    """Run ``work`` per host (``worker.scheduling``) with a progress bar; results in catalogue order."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("syncing", total=len(entries))
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(work, entry): entry for entry in entries}
-            for future in as_completed(futures):
-                outcome = future.result()
-                results[outcome.key] = outcome
-                progress.update(task, advance=1, description=f"{outcome.key}: {outcome.status}")
-    return [results[entry.key] for entry in entries]
+
+        def advance(outcome: SyncOutcome) -> None:
+            progress.update(task, advance=1, description=f"{outcome.key}: {outcome.status}")
+
+        return run_per_host(entries, jobs, ctx, work, advance, retries)
 
 
 def print_outcomes(outcomes: list[SyncOutcome], dry_run: bool) -> None:

@@ -16,7 +16,7 @@ from celery.exceptions import Retry
 from celery.result import AsyncResult
 from celery.signals import beat_init
 from celery.utils.log import get_task_logger
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import lease
@@ -29,7 +29,7 @@ from worker.celery_app import app
 from worker.context import SyncContext, throttle_for
 from worker.outcome import SyncOutcome
 from worker.pipeline import is_due, sync_dataset
-from worker.retry import retry_delay
+from worker.retry import end_retry_chain, retry_delay
 from worker.runs import prune_runs, record_skip
 from worker.settings import get_settings
 
@@ -120,15 +120,6 @@ def _queue_retry(
         outcome.will_retry = False
 
 
-def end_retry_chain(sessions: sessionmaker[Session], key: str) -> None:
-    """Clear ``will_retry`` on the dataset's newest finished attempt: no retry of it is queued."""
-    with sessions.begin() as session:
-        finished = SyncRun.status.not_in(("running", "skipped"))
-        newest = session.scalar(select(func.max(SyncRun.id)).where(SyncRun.dataset_key == key, finished))
-        if newest is not None:
-            session.execute(update(SyncRun).where(SyncRun.id == newest).values(will_retry=False))
-
-
 @app.task(name="datasync.sync_due")
 def sync_due_task() -> list[str]:
     """Enqueue every due dataset, and retry every sync whose worker died (its lease ran out).
@@ -176,6 +167,7 @@ def _requeue_abandoned(ctx: SyncContext, catalogue: Catalogue) -> list[str]:
             }
         )
         _promise_retry(ctx.sessions, run.id)
+        pending.mark([run.dataset_key])
         requeued.append(run.dataset_key)
     return requeued
 
