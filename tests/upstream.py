@@ -15,6 +15,7 @@ import hashlib
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +44,8 @@ class Upstream:
         self.scripts: dict[str, list[Scripted]] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.arrivals: list[tuple[float, str]] = []  # (time.monotonic() on arrival, path): the server's own log
+        self.latency = 0.0  # seconds added before every answer: a distant host
+        self.fault: Callable[[str], Scripted | None] | None = None  # consulted when no response is queued
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self.server.daemon_threads = True
@@ -127,8 +130,11 @@ def _handler_for(upstream: Upstream) -> type[BaseHTTPRequestHandler]:
                 upstream.requests.append((self.path, dict(self.headers)))
                 queue = upstream.scripts.get(self.path)
                 scripted = queue.pop(0) if queue else None
-            if scripted and scripted.delay:
-                threading.Event().wait(scripted.delay)
+            if scripted is None and upstream.fault is not None:
+                scripted = upstream.fault(self.path)
+            delay = upstream.latency + (scripted.delay if scripted else 0.0)
+            if delay:
+                threading.Event().wait(delay)
             if scripted and scripted.body is not None or scripted and scripted.status != 200:
                 self._send(scripted.status, scripted.body or b"", scripted.headers)
                 return

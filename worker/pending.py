@@ -2,8 +2,9 @@
 
 The scan runs every ``DATASYNC_BEAT_INTERVAL_SECONDS``; without these marks a backlog longer than
 one interval would be queued again on every scan. A mark is a Redis key (the broker is always
-Redis) set when the scan queues a dataset and deleted when a worker starts it; its TTL bounds how
-long a message lost with a killed worker can keep the dataset from being queued again.
+Redis) set when the scan queues a dataset and deleted when a worker starts it. Its TTL, ten scan
+intervals (5 min with the shipped 30 s), bounds how long a message lost with a killed worker
+before it started (one waiting for its countdown) keeps the dataset from being queued again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import redis
 
 from worker.settings import get_settings
 
-PENDING_TTL_SECONDS = 300
+PENDING_TTL_SCANS = 10
 _clients: dict[tuple[int, str], redis.Redis] = {}
 
 
@@ -24,10 +25,11 @@ def mark(keys: list[str]) -> list[str]:
     client = _client()
     if client is None or not keys:
         return keys
+    ttl = max(10, round(PENDING_TTL_SCANS * get_settings().beat_interval_seconds))
     try:
         pipe = client.pipeline(transaction=False)
         for key in keys:
-            pipe.set(_name(key), "1", nx=True, ex=PENDING_TTL_SECONDS)
+            pipe.set(_name(key), "1", nx=True, ex=ttl)
         return [key for key, fresh in zip(keys, pipe.execute(), strict=True) if fresh]
     except redis.RedisError:
         return keys  # a duplicate message costs a skipped run; a missing one costs a sync
