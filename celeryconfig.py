@@ -33,9 +33,9 @@ task_time_limit = _settings.task_time_limit
 worker_max_tasks_per_child = _settings.max_tasks_per_child
 worker_concurrency = _settings.worker_concurrency
 # Redis re-delivers unacknowledged messages after this long; it must exceed the longest retry
-# countdown plus the hard time limit, or a waiting task would be delivered twice. The restore sweep
-# runs every few seconds (kombu's default is ~100 s) so a task lost with a whole worker comes back
-# soon after the timeout, not minutes later.
+# countdown plus the hard time limit, or a waiting task would be delivered twice. Recovery from a
+# killed worker does not wait for it: beat's scan re-queues a dead sync once its lease runs out.
+# The restore sweep runs every few seconds (kombu's default is ~100 s).
 broker_transport_options = {
     "visibility_timeout": _settings.visibility_timeout,
     "unacked_restore_interval": max(1, min(10, _settings.visibility_timeout // 4)),
