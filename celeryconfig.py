@@ -12,6 +12,8 @@ except ConfigurationError as exc:
     raise SystemExit(f"datasync configuration error: {exc}") from exc
 
 broker_url = _settings.broker_url or "redis://127.0.0.1:6379/0"
+# kombu's Redis transport, except that losing the broker no longer ends the worker (worker/transport.py).
+broker_transport = "worker.transport:Transport"
 result_backend = _settings.result_backend or broker_url
 broker_connection_retry_on_startup = True
 
@@ -62,7 +64,7 @@ beat_schedule = {
 }
 # RedBeat keeps the schedule in Redis behind a lock, so a second beat started by mistake waits
 # instead of doubling every run; the lock outlives a few beat loops but not a long outage.
-beat_scheduler = "redbeat.RedBeatScheduler"
+beat_scheduler = "worker.beat:ResilientRedBeatScheduler"  # RedBeat that survives a Redis restart
 redbeat_redis_url = broker_url
 redbeat_redis_options: dict = {}
 beat_max_loop_interval = 5
