@@ -3,7 +3,7 @@
 Timers are the shipped ones scaled down (lease 6 s instead of 60, beat every 1 s instead of 30), so
 a kill-and-recover cycle takes seconds; `test_settings.py` checks the shipped timers against the
 2-minute target. Every test records its figures in ``results`` (printed, and written to
-``$DATASYNC_RELIABILITY_RESULTS`` when set) for docs/reliability.md.
+``$FAULT_RESULTS`` when set) for docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def results(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     figures: dict[str, Any] = {}
     yield figures
     print(f"\n{request.node.name}: {json.dumps(figures, default=str)}")
-    target = os.environ.get("DATASYNC_RELIABILITY_RESULTS")
+    target = os.environ.get("FAULT_RESULTS")
     if target and figures:
         path = Path(target)
         recorded = json.loads(path.read_text()) if path.is_file() else {}

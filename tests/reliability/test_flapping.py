@@ -24,8 +24,9 @@ from tests.reliability.conftest import (
 from tests.servers import RedisServer
 from tests.upstream import HOSTS, Scripted, Upstream
 
+SEED = int(os.environ.get("FAULT_SEED", time.time()))  # replay a run: FAULT_SEED=<seed from its figures>
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
-FLAP_SECONDS = float(os.environ.get("DATASYNC_FAULT_FLAP_SECONDS", "25"))
+FLAP_SECONDS = float(os.environ.get("FAULT_FLAP_SECONDS", "25"))
 MAX_RETRIES = 5
 RATE = 10
 
@@ -69,7 +70,7 @@ def test_a_flapping_upstream_converges_within_bounds_and_never_above_the_rate(
     pg_url: str, redis_server: RedisServer, upstream: Upstream, tmp_path: Path, results: dict[str, Any]
 ) -> None:
     keys = shipped_keys(30)
-    flapping = Flapping(upstream, int(os.environ.get("DATASYNC_FAULT_SEED", time.time())))
+    flapping = Flapping(upstream, SEED)
     upstream.fault = flapping
     upstream.latency = 0.05
     env = {"DATASYNC_FAILURE_PAUSE_SECONDS": "5", "DATASYNC_MAX_RETRIES": str(MAX_RETRIES)}
@@ -92,6 +93,7 @@ def test_a_flapping_upstream_converges_within_bounds_and_never_above_the_rate(
     assert max_attempt(runs) <= MAX_RETRIES + 1
     peaks = {host: upstream.peak_per_second(host) for host in HOSTS}
     results.update(
+        seed=SEED,
         flap_seconds=FLAP_SECONDS,
         faults_injected=dict(flapping.injected),
         failed_attempts=sum(r.status == "failed" for r in runs),

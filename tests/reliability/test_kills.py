@@ -26,8 +26,9 @@ from tests.reliability.conftest import (
 from tests.upstream import Upstream
 from tests.worker.celery_harness import CeleryProcesses, pool_children, wait_until
 
+SEED = int(os.environ.get("FAULT_SEED", time.time()))  # replay a run: FAULT_SEED=<seed from its figures>
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
-KILLS = int(os.environ.get("DATASYNC_FAULT_KILLS", "8"))
+KILLS = int(os.environ.get("FAULT_KILLS", "8"))
 RECOVERY_TARGET = 60  # seconds, with the scaled timers (lease 6 s, beat 1 s) on a loaded 2-core machine
 
 
@@ -68,7 +69,7 @@ def test_random_kills_leave_every_dataset_exact_and_resynced_soon(
 ) -> None:
     keys = shipped_keys(50)
     upstream.latency = 0.3  # syncs long enough to be caught mid-flight
-    rng = random.Random(int(os.environ.get("DATASYNC_FAULT_SEED", time.time())))
+    rng = random.Random(SEED)
     workers = [fleet.worker("w1"), fleet.worker("w2")]
     beat = fleet.beat(1)
     wait_until(lambda: all(pool_children(w) for w in workers), 60, "the worker pools", fleet)
@@ -92,6 +93,7 @@ def test_random_kills_leave_every_dataset_exact_and_resynced_soon(
     assert_versions_consistent(pg_url)
     abandoned = [r for r in runs if r.error_kind == "abandoned"]
     results.update(
+        seed=SEED,
         kills=len(kills),
         whole_worker_kills=sum(k["whole"] for k in kills),
         syncs_in_flight_at_kills=len(recovery),
