@@ -28,7 +28,7 @@ from tests.worker.celery_harness import CeleryProcesses, pool_children, wait_unt
 
 SEED = int(os.environ.get("FAULT_SEED", time.time()))  # replay a run: FAULT_SEED=<seed from its figures>
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
-KILLS = int(os.environ.get("FAULT_KILLS", "8"))
+KILLS = int(os.environ.get("FAULT_KILLS", "12"))
 RECOVERY_TARGET = 60  # seconds, with the scaled timers (lease 6 s, beat 1 s) on a loaded 2-core machine
 
 
@@ -48,8 +48,8 @@ def in_flight(store_url: str, pids: set[int]) -> set[str]:
 def kill_one(rng: random.Random, workers: list[subprocess.Popen], fleet: CeleryProcesses, store_url: str) -> dict:
     """Kill a random pool child (Celery replaces it) or a whole worker (we start a new one)."""
     worker = rng.choice(workers)
-    children = pool_children(worker)
-    whole = not children or rng.random() < 0.4
+    children = wait_until(lambda: pool_children(worker), 60, "the worker's pool", fleet)
+    whole = rng.random() < 0.4
     victims = pids_of(worker) if whole else {rng.choice(children).pid}
     held = in_flight(store_url, victims)
     moment = datetime.now(UTC)
