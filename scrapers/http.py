@@ -74,7 +74,6 @@ class _Deadline:
     current = threading.local()
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
         self.ends = time.monotonic() + seconds
         self.expired = False
         self.connection: Any = None

@@ -133,7 +133,9 @@ _RENEW = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
 for i, token in ipairs(ARGV) do
-  if i > 1 then redis.call('ZADD', KEYS[i - 1], 'XX', now + tonumber(ARGV[1]), token) end
+  if i > 1 and redis.call('ZADD', KEYS[i - 1], 'XX', 'CH', now + tonumber(ARGV[1]), token) == 1 then
+    redis.call('EXPIRE', KEYS[i - 1], math.ceil(tonumber(ARGV[1])) + 60)
+  end
 end
 return 1
 """
