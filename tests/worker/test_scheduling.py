@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import replace
 
 import pytest
 from sqlalchemy import select
@@ -142,7 +141,7 @@ def test_a_retry_after_longer_than_the_bound_is_reported_not_waited_for(
 
 
 def test_permanent_failures_are_not_retried(quick_retries: Settings, upstream: Upstream, catalogue: Catalogue) -> None:
-    entry = replace(catalogue.by_key()["nhs_trusts"])
+    entry = catalogue.by_key()["nhs_trusts"]
     upstream.script(TRUSTS, Scripted(status=404))
     outcome, runs = sync_with_retries(quick_retries, entry)
     assert outcome.error_kind == "http_404" and len(runs) == 1 and len(upstream.hits(TRUSTS)) == 1
