@@ -82,11 +82,11 @@ class LocalThrottle:
                 self._count(host, -1)
 
     def wait_estimate(self, host: str) -> float:
-        """Seconds until a request to ``host`` could start (0: now); nothing is booked."""
+        """Seconds until a request to ``host`` could start (0: now, inf: every slot is taken); nothing is booked."""
         limit = self.limits.for_host(host)
         with self._lock:
             if self._in_flight.get(host, 0) >= limit.concurrency:
-                return spacing(limit, self.margin)
+                return math.inf
             return max(0.0, self._last_start.get(host, -math.inf) + spacing(limit, self.margin) - time.monotonic())
 
     def _count(self, host: str, delta: int) -> None:
@@ -207,14 +207,14 @@ class RedisThrottle:
             self._let_go(token)
 
     def wait_estimate(self, host: str) -> float:
-        """Seconds until a request to ``host`` could start (0: now); nothing is booked."""
+        """Seconds until a request to ``host`` could start (0: now, inf: every slot is taken); nothing is booked."""
         limit = self.limits.for_host(host)
         keys = [f"datasync:throttle:{host}:slots", f"datasync:throttle:{host}:last_start"]
         try:
             wait = float(self.estimate(keys, [limit.concurrency, spacing(limit, self.margin)]))
         except redis.RedisError:
             return 0.0  # let the request itself report the outage
-        return spacing(limit, self.margin) if wait < 0 else wait
+        return math.inf if wait < 0 else wait
 
     def reachable(self) -> bool:
         try:

@@ -37,6 +37,7 @@ log = get_task_logger(__name__)
 MAX_BUSY_WAITS = 60
 BUSY_POLL_SECONDS = 10  # look again this often: the sync holding the lease usually ends long before it expires
 HOST_WAIT_LIMIT = 1.0  # a host whose next request slot is further off than this sends the task back to the queue
+HOST_RECHECK_SECONDS = 2.0  # when every slot of the host is taken, look again this soon
 MAX_HOST_WAITS = 500  # after this many round trips a task waits for its slot in the throttle like any request
 
 _process: dict[str, Any] = {}
@@ -81,7 +82,7 @@ def sync_dataset_task(
     host_wait = ctx.http.throttle.wait_estimate(host_of(entry.url))
     if host_wait > HOST_WAIT_LIMIT and host_waits < MAX_HOST_WAITS:
         # The host's budget is spent for now: free this process for other hosts' datasets.
-        countdown = host_wait + random.random()
+        countdown = min(host_wait, HOST_RECHECK_SECONDS) + random.random()
         raise self.retry(kwargs={**kwargs, **waits, "host_waits": host_waits + 1}, countdown=countdown)
     pending.clear(key)
     settings = ctx.settings
