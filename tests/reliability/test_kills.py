@@ -45,11 +45,12 @@ def in_flight(store_url: str, pids: set[int]) -> set[str]:
     }
 
 
-def kill_one(rng: random.Random, workers: list[subprocess.Popen], fleet: CeleryProcesses, store_url: str) -> dict:
-    """Kill a random pool child (Celery replaces it) or a whole worker (we start a new one)."""
+def kill_one(
+    rng: random.Random, workers: list[subprocess.Popen], fleet: CeleryProcesses, store_url: str, whole: bool
+) -> dict:
+    """Kill a random pool child of a random worker (Celery replaces it), or that whole worker (we start a new one)."""
     worker = rng.choice(workers)
     children = wait_until(lambda: pool_children(worker), 60, "the worker's pool", fleet)
-    whole = rng.random() < 0.4
     victims = pids_of(worker) if whole else {rng.choice(children).pid}
     held = in_flight(store_url, victims)
     moment = datetime.now(UTC)
@@ -74,9 +75,9 @@ def test_random_kills_leave_every_dataset_exact_and_resynced_soon(
     beat = fleet.beat(1)
     wait_until(lambda: all(pool_children(w) for w in workers), 60, "the worker pools", fleet)
     kills = []
-    for _ in range(KILLS):
+    for index in range(KILLS):
         time.sleep(rng.uniform(0.5, 4.0))  # a random point: first syncs, 304 re-syncs, retries
-        kills.append(kill_one(rng, workers, fleet, pg_url))
+        kills.append(kill_one(rng, workers, fleet, pg_url, whole=index % 3 == 2))  # every third: a whole worker
     wait_converged(pg_url, keys, fleet)
     runs = runs_of(pg_url)
     recovery = []
