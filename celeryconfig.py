@@ -12,6 +12,8 @@ except ConfigurationError as exc:
     raise SystemExit(f"datasync configuration error: {exc}") from exc
 
 broker_url = _settings.broker_url or "redis://127.0.0.1:6379/0"
+# kombu's Redis transport, except that losing the broker no longer ends the worker (worker/transport.py).
+broker_transport = "worker.transport:Transport"
 result_backend = _settings.result_backend or broker_url
 broker_connection_retry_on_startup = True
 
@@ -33,9 +35,9 @@ task_time_limit = _settings.task_time_limit
 worker_max_tasks_per_child = _settings.max_tasks_per_child
 worker_concurrency = _settings.worker_concurrency
 # Redis re-delivers unacknowledged messages after this long; it must exceed the longest retry
-# countdown plus the hard time limit, or a waiting task would be delivered twice. The restore sweep
-# runs every few seconds (kombu's default is ~100 s) so a task lost with a whole worker comes back
-# soon after the timeout, not minutes later.
+# countdown plus the hard time limit, or a waiting task would be delivered twice. Recovery from a
+# killed worker does not wait for it: beat's scan re-queues a dead sync once its lease runs out.
+# The restore sweep runs every few seconds (kombu's default is ~100 s).
 broker_transport_options = {
     "visibility_timeout": _settings.visibility_timeout,
     "unacked_restore_interval": max(1, min(10, _settings.visibility_timeout // 4)),
@@ -69,7 +71,7 @@ if _settings.publish_auto and _settings.publish_url:
     }
 # RedBeat keeps the schedule in Redis behind a lock, so a second beat started by mistake waits
 # instead of doubling every run; the lock outlives a few beat loops but not a long outage.
-beat_scheduler = "redbeat.RedBeatScheduler"
+beat_scheduler = "worker.beat:ResilientRedBeatScheduler"  # RedBeat that survives a Redis restart
 redbeat_redis_url = broker_url
 redbeat_redis_options: dict[str, object] = {}
 beat_max_loop_interval = 5

@@ -1,21 +1,31 @@
 """A per-dataset lease in the store: at most one worker syncs a dataset at a time.
 
 It lives in the database every worker already shares, so it holds whoever triggered the sync
-(beat, a duplicate beat, a manual re-sync, the CLI) and needs no extra server. It expires, so a
-worker killed mid-sync blocks its dataset only until ``expires_at``.
+(beat, a duplicate beat, a manual re-sync, the CLI) and needs no extra server. It is short and
+renewed while the sync runs (:func:`kept`), so a worker killed mid-sync blocks its dataset for at
+most one lease period, however long syncs may take.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, and_, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.schema import SyncRun, SyncState
 from models.types import utcnow
+
+log = logging.getLogger(__name__)
+ABANDONED = "the worker running this sync stopped before finishing (killed or crashed)"
 
 
 def ensure_state(session: Session, key: str) -> SyncState:
@@ -33,25 +43,67 @@ def acquire(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: 
     now = utcnow()
     with sessions.begin() as session:
         ensure_state(session, key)
-        taken: bool = (
-            session.execute(
-                update(SyncState)
-                .where(SyncState.dataset_key == key)
-                .where(
-                    or_(
-                        SyncState.lease_owner.is_(None),
-                        SyncState.lease_owner == owner,
-                        SyncState.lease_expires_at < now,
-                    )
+        result = session.execute(
+            update(SyncState)
+            .where(SyncState.dataset_key == key)
+            .where(
+                or_(
+                    SyncState.lease_owner.is_(None),
+                    SyncState.lease_owner == owner,
+                    SyncState.lease_expires_at < now,
                 )
-                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_seconds))
-                .execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult
-            == 1
+            )
+            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_seconds))
+            .execution_options(synchronize_session=False)
         )
+        taken = cast(CursorResult[Any], result).rowcount == 1
         if taken:
             _abandon_stale_runs(session, key, now)
     return taken
+
+
+def renew(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> bool:
+    """Push the lease's expiry out again; False when ``owner`` no longer holds it."""
+    with sessions.begin() as session:
+        result = session.execute(
+            update(SyncState)
+            .where(SyncState.dataset_key == key, SyncState.lease_owner == owner)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=ttl_seconds))
+            .execution_options(synchronize_session=False)
+        )
+    return cast(CursorResult[Any], result).rowcount == 1
+
+
+@contextlib.contextmanager
+def kept(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> Iterator[None]:
+    """Hold an acquired lease for the block: renewed every third of its TTL, released at the end.
+
+    The renewal runs in a thread of the syncing process, so it stops exactly when that process
+    dies, and the lease then runs out within one TTL.
+    """
+    stop = threading.Event()
+    renewer = threading.Thread(
+        target=_keep_renewing, args=(sessions, key, owner, ttl_seconds, stop), name=f"lease-{key}", daemon=True
+    )
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+        release(sessions, key, owner)
+
+
+def _keep_renewing(
+    sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float, stop: threading.Event
+) -> None:
+    while not stop.wait(ttl_seconds / 3):
+        try:
+            if not renew(sessions, key, owner, ttl_seconds):
+                log.warning("lease on %s was lost (expired and taken over); this sync may overlap another", key)
+                return
+        except SQLAlchemyError as exc:  # the store may be back before the lease runs out: keep trying
+            log.warning("could not renew the lease on %s: %s", key, exc.__class__.__name__)
 
 
 def release(sessions: sessionmaker[Session], key: str, owner: str) -> None:
@@ -82,7 +134,29 @@ def _abandon_stale_runs(session: Session, key: str, now: datetime) -> None:
             status="failed",
             finished_at=now,
             error_kind="abandoned",
-            error_message="the worker running this sync stopped before finishing (killed or crashed)",
+            error_message=ABANDONED,
         )
         .execution_options(synchronize_session=False)
     )
+
+
+def abandon_dead_runs(sessions: sessionmaker[Session]) -> list[SyncRun]:
+    """Close every ``running`` row whose syncer no longer holds a live lease; return the closed runs.
+
+    A live sync always holds (and renews) the lease it started under, owned by the name it wrote
+    in ``sync_runs.worker``; any other running row belongs to a process that died.
+    """
+    now = utcnow()
+    live = and_(SyncState.lease_owner == SyncRun.worker, SyncState.lease_expires_at > now)
+    with sessions.begin() as session:
+        dead = list(
+            session.scalars(
+                select(SyncRun)
+                .outerjoin(SyncState, SyncState.dataset_key == SyncRun.dataset_key)
+                .where(SyncRun.status == "running", or_(SyncState.dataset_key.is_(None), not_(live)))
+                .with_for_update(of=SyncRun, skip_locked=True)
+            )
+        )
+        for run in dead:
+            run.status, run.finished_at, run.error_kind, run.error_message = "failed", now, "abandoned", ABANDONED
+    return dead

@@ -10,16 +10,19 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from scrapers.errors import PermanentError, TransientError
+from scrapers.errors import PermanentError, SyncError, TransientError
 
 MAX_REDIRECTS = 5
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -49,11 +52,104 @@ class NotModified(Exception):
 class Throttle(Protocol):
     def slot(self, host: str) -> contextlib.AbstractContextManager[None]: ...
 
+    def wait_estimate(self, host: str) -> float: ...
+
 
 class NoThrottle:
     @contextlib.contextmanager
     def slot(self, host: str) -> Iterator[None]:
         yield
+
+    def wait_estimate(self, host: str) -> float:
+        return 0.0
+
+
+class _Deadline:
+    """The total time one request may take; at expiry its socket is shut down from a timer thread.
+
+    Connect and read timeouts bound each wait for bytes, not their sum: a server dripping one
+    byte every few seconds would otherwise hold a sync for ever.
+    """
+
+    current = threading.local()
+
+    def __init__(self, seconds: float) -> None:
+        self.ends = time.monotonic() + seconds
+        self.expired = False
+        self.connection: Any = None
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def remaining(self) -> float:
+        return max(0.001, self.ends - time.monotonic())
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[_Deadline]:
+        _Deadline.current.value = self
+        self._timer.start()
+        try:
+            yield self
+        finally:
+            self._timer.cancel()
+            _Deadline.current.value = None
+
+    def _expire(self) -> None:
+        self.expired = True
+        sock = getattr(self.connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedPool(HTTPConnectionPool):
+    """Tells the running request's deadline which connection it uses, so it can cut it off."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        connection = super()._get_conn(timeout)
+        deadline = getattr(_Deadline.current, "value", None)
+        if deadline is not None:
+            deadline.connection = connection
+        return connection
+
+
+class _WatchedHttpsPool(_WatchedPool, HTTPSConnectionPool):
+    pass
+
+
+class HostHealth:
+    """Consecutive timeouts per host; after ``limit`` of them the host is given up for a while.
+
+    One host that accepts connections and never answers would otherwise cost a full deadline for
+    every remaining dataset on it. Any answer from the host resets its count.
+    """
+
+    def __init__(self, limit: int, cooldown: float) -> None:
+        self.limit, self.cooldown = limit, cooldown
+        self._lock = threading.Lock()
+        self._timeouts: dict[str, int] = {}
+        self._given_up_until: dict[str, float] = {}
+
+    def check(self, host: str, url: str) -> None:
+        with self._lock:
+            until = self._given_up_until.get(host, 0.0)
+            count = self._timeouts.get(host, 0)
+        if time.monotonic() < until:
+            raise TransientError(
+                "host_unreachable",
+                f"{url}: not requested, {host} timed out {count} times in a row "
+                f"(tried again after {self.cooldown:g} s)",
+            )
+
+    def answered(self, host: str) -> None:
+        with self._lock:
+            self._timeouts.pop(host, None)
+            self._given_up_until.pop(host, None)
+
+    def timed_out(self, host: str) -> None:
+        with self._lock:
+            count = self._timeouts[host] = self._timeouts.get(host, 0) + 1
+            if self.limit and count >= self.limit:
+                self._given_up_until[host] = time.monotonic() + self.cooldown
 
 
 class UrlRewrites:
@@ -95,10 +191,17 @@ class HttpClient:
         max_bytes: int = 5 * 1024 * 1024,
         rewrites: UrlRewrites | None = None,
         throttle: Throttle | None = None,
+        deadline: float = 60.0,
+        host_health: HostHealth | None = None,
     ) -> None:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = user_agent
+        for adapter in self.session.adapters.values():
+            if isinstance(adapter, requests.adapters.HTTPAdapter):
+                adapter.poolmanager.pool_classes_by_scheme = {"http": _WatchedPool, "https": _WatchedHttpsPool}
         self.timeout = (connect_timeout, read_timeout)
+        self.deadline = deadline
+        self.host_health = host_health or HostHealth(0, 0.0)
         self.max_bytes = max_bytes
         self.rewrites = rewrites or UrlRewrites()
         self.throttle = throttle or NoThrottle()
@@ -124,19 +227,47 @@ class HttpClient:
         canonical = url
         for hop in range(MAX_REDIRECTS + 1):
             _check_url(canonical, allowed_hosts, redirected_from=url if hop else None)
-            with self.throttle.slot(host_of(canonical)):  # held until the body is read, not just the headers
-                response = self._request(canonical, request_headers)
-                if not response.is_redirect:
-                    return self._read(canonical, response)
-                location = response.headers.get("Location", "")
-                response.close()
-            canonical = self.rewrites.undo(urljoin(self.rewrites.apply(canonical), location))
+            host = host_of(canonical)
+            self.host_health.check(host, canonical)
+            with self.throttle.slot(host):  # held until the body is read, not just the headers
+                document = self._exchange(canonical, request_headers)
+            if isinstance(document, Document):
+                return document
+            canonical = self.rewrites.undo(urljoin(self.rewrites.apply(canonical), document))
         raise PermanentError("redirect", f"{url}: more than {MAX_REDIRECTS} redirects")
 
-    def _request(self, canonical: str, headers: dict[str, str]) -> requests.Response:
+    def _exchange(self, canonical: str, headers: dict[str, str]) -> Document | str:
+        """One request within the total deadline: the document, or a redirect's Location."""
+        host = host_of(canonical)
+        with _Deadline(self.deadline).running() as deadline:
+            try:
+                response = self._request(canonical, headers, deadline)
+                self.host_health.answered(host)
+                if response.is_redirect:
+                    response.close()
+                    return response.headers.get("Location", "")
+                document = self._read(canonical, response)
+            except SyncError as error:
+                raise self._judge(canonical, error, deadline) from error
+            if deadline.expired:  # cut off at the deadline: what was read may be only a part
+                raise self._judge(canonical, TransientError("timeout", ""), deadline)
+            return document
+
+    def _judge(self, canonical: str, error: SyncError, deadline: _Deadline) -> SyncError:
+        """The error to report: a cut-off at the deadline is a timeout, whatever broke first."""
+        if deadline.expired:
+            message = f"{canonical}: no complete answer within the {self.deadline:g} s deadline"
+            error = TransientError("timeout", message)
+        if error.kind == "timeout":
+            self.host_health.timed_out(host_of(canonical))
+        return error
+
+    def _request(self, canonical: str, headers: dict[str, str], deadline: _Deadline) -> requests.Response:
         target = self.rewrites.apply(canonical)
+        connect, read = self.timeout
+        timeout = (min(connect, deadline.remaining()), min(read, deadline.remaining()))
         try:
-            return self.session.get(target, headers=headers, timeout=self.timeout, stream=True, allow_redirects=False)
+            return self.session.get(target, headers=headers, timeout=timeout, stream=True, allow_redirects=False)
         except requests.Timeout as exc:
             raise TransientError("timeout", f"{canonical}: timed out ({exc.__class__.__name__})") from exc
         except requests.exceptions.SSLError as exc:
@@ -180,6 +311,8 @@ class HttpClient:
 def _stream(url: str, response: requests.Response) -> Iterator[bytes]:
     try:
         yield from response.raw.stream(64 * 1024, decode_content=True)
+    except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
+        raise TransientError("timeout", f"{url}: the upstream stopped sending the body (timed out)") from exc
     except urllib3.exceptions.DecodeError as exc:
         raise PermanentError("decode", f"{url}: compressed body is corrupt: {_short(exc)}") from exc
     except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:

@@ -18,6 +18,8 @@ import os
 import signal
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +48,9 @@ class Upstream:
         self.bodies: dict[str, bytes] = {}
         self.scripts: dict[str, list[Scripted]] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.arrivals: list[tuple[float, str]] = []  # (time.monotonic() on arrival, path): the server's own log
+        self.latency = 0.0  # seconds added before every answer: a distant host
+        self.fault: Callable[[str], Scripted | None] | None = None  # consulted when no response is queued
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self.server.daemon_threads = True
@@ -93,6 +98,17 @@ class Upstream:
         path = self.url_path(url)
         with self.lock:
             return [headers for requested, headers in self.requests if requested == path]
+
+    def peak_per_second(self, host: str) -> int:
+        """Most requests for ``host`` the server saw within any one-second window."""
+        with self.lock:
+            times = sorted(when for when, path in self.arrivals if path.startswith(f"/{host}/"))
+        peak, first = 0, 0
+        for last, when in enumerate(times):
+            while when - times[first] >= 1.0:
+                first += 1
+            peak = max(peak, last - first + 1)
+        return peak
 
     def body_for(self, path: str) -> bytes | None:
         if path in self.bodies:
@@ -152,11 +168,15 @@ def _handler_for(upstream: Upstream) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             with upstream.lock:
+                upstream.arrivals.append((time.monotonic(), self.path))
                 upstream.requests.append((self.path, dict(self.headers)))
                 queue = upstream.scripts.get(self.path)
                 scripted = queue.pop(0) if queue else None
-            if scripted and scripted.delay:
-                threading.Event().wait(scripted.delay)
+            if scripted is None and upstream.fault is not None:
+                scripted = upstream.fault(self.path)
+            delay = upstream.latency + (scripted.delay if scripted else 0.0)
+            if delay:
+                threading.Event().wait(delay)
             if scripted and scripted.body is not None or scripted and scripted.status != 200:
                 self._send(scripted.status, scripted.body or b"", scripted.headers)
                 return

@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
@@ -37,6 +36,7 @@ from worker.settings import ConfigurationError, Settings, get_settings
 
 if TYPE_CHECKING:
     from worker.context import SyncContext
+    from worker.scheduling import InProcessRetries, Work
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -241,21 +241,31 @@ def sync(
     """Sync datasets now, in this process (no broker needed). Exit 1 if any failed."""
     from worker.context import SyncContext, throttle_for
     from worker.pipeline import preview_dataset, sync_dataset
+    from worker.scheduling import InProcessRetries
 
     settings = load_settings(catalogue)
     entries = select_entries(open_catalogue(settings), keys, all_, category)
     ensure_schema(settings)
     ctx = SyncContext.from_settings(settings, throttle_for(settings))
+    retries = InProcessRetries(ctx)
     try:
         if dry_run:
-            outcomes = run_all(entries, jobs, lambda entry: preview_dataset(entry, ctx))
+            outcomes = run_all(entries, jobs, ctx, lambda entry, _: preview_dataset(entry, ctx))
         else:
             outcomes = run_all(
                 entries,
                 jobs,
-                lambda entry: sync_dataset(
-                    entry, ctx, trigger="cli", force=force, refetch=refetch, accept_changes=accept_changes
+                ctx,
+                lambda entry, attempt: sync_dataset(
+                    entry,
+                    ctx,
+                    trigger="cli",
+                    force=force,
+                    refetch=refetch,
+                    accept_changes=accept_changes,
+                    **retries.of(attempt),
                 ),
+                retries,
             )
     finally:
         ctx.close()
@@ -281,16 +291,14 @@ def select_entries(
     return entries
 
 
-def run_all(entries: list[CatalogueEntry], jobs: int, work: Any) -> list[SyncOutcome]:
-    """Run ``work`` over entries in a thread pool, reporting progress; results in catalogue order."""
-    results: dict[str, SyncOutcome] = {}
-    with progress_reporter(len(entries)) as report, failures_reported_once(), ThreadPoolExecutor(jobs) as pool:
-        futures = {pool.submit(work, entry): entry for entry in entries}
-        for future in as_completed(futures):
-            outcome = future.result()
-            results[outcome.key] = outcome
-            report(outcome)
-    return [results[entry.key] for entry in entries]
+def run_all(
+    entries: list[CatalogueEntry], jobs: int, ctx: SyncContext, work: Work, retries: InProcessRetries | None = None
+) -> list[SyncOutcome]:
+    """Run ``work`` per host (``worker.scheduling``), reporting progress; results in catalogue order."""
+    from worker.scheduling import run_per_host
+
+    with progress_reporter(len(entries)) as report, failures_reported_once():
+        return run_per_host(entries, jobs, ctx, work, report, retries)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import session_factory
-from scrapers.http import HttpClient, NoThrottle, Throttle, UrlRewrites
+from scrapers.http import HostHealth, HttpClient, NoThrottle, Throttle, UrlRewrites
 from scrapers.normalise import Limits
 from scrapers.throttle import HostLimit, HostLimits, LocalThrottle, RedisThrottle
 from worker.settings import Settings
@@ -37,6 +37,8 @@ class SyncContext:
             max_bytes=settings.max_response_bytes,
             rewrites=UrlRewrites(settings.url_rewrites),
             throttle=throttle or NoThrottle(),
+            deadline=settings.request_deadline_seconds,
+            host_health=HostHealth(settings.host_timeout_limit, settings.host_unreachable_seconds),
         )
         limits = Limits(settings.max_code_length, settings.max_label_length)
         return cls(settings, session_factory(settings.database_url, settings.dataset_table()), http, limits)
@@ -54,8 +56,12 @@ def throttle_for(settings: Settings) -> LocalThrottle | RedisThrottle:
     """Share the politeness budget through Redis whenever it answers, else within this process."""
     limits = HostLimits(HostLimit(settings.host_concurrency, settings.host_rate_per_second), settings.host_limits)
     if settings.broker_url and settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
-        shared = RedisThrottle(settings.broker_url, limits, wait_limit=settings.read_timeout * 4)
+        margin = settings.host_rate_margin
+        shared = RedisThrottle(settings.broker_url, limits, wait_limit=settings.read_timeout * 4, margin=margin)
         if shared.reachable():
             return shared
-        log.warning("Redis at the broker URL does not answer: politeness limits apply to this process only")
-    return LocalThrottle(limits)
+        log.warning(
+            "Redis at the broker URL does not answer: politeness limits apply to this process only "
+            "(each process running at once adds its own full rate per host)"
+        )
+    return LocalThrottle(limits, margin=settings.host_rate_margin)

@@ -59,15 +59,14 @@ def sync_dataset(
     """
     owner = ctx.worker_id
     if not lease.acquire(ctx.sessions, entry.key, owner, ctx.settings.lease_seconds):
-        return record_skip(
-            ctx.sessions, entry.key, trigger, ctx.worker_id, "busy", "another worker is syncing this dataset right now"
-        )
-    try:
+        busy = "another worker is syncing this dataset right now"
+        return record_skip(ctx.sessions, entry.key, trigger, ctx.worker_id, "busy", busy, attempt=attempt)
+    with lease.kept(ctx.sessions, entry.key, owner, ctx.settings.lease_seconds):
         with ctx.sessions() as session:
             state = session.get(SyncState, entry.key)
-            skip = _skip_reason(entry, state, trigger, requested_at, ctx.settings, force)
+            skip = _skip_reason(entry, state, trigger, requested_at, ctx.settings, force, retry=attempt > 1)
         if skip:
-            return record_skip(ctx.sessions, entry.key, trigger, ctx.worker_id, *skip)
+            return record_skip(ctx.sessions, entry.key, trigger, ctx.worker_id, *skip, attempt=attempt)
         outcome = _run(
             entry,
             ctx,
@@ -79,8 +78,6 @@ def sync_dataset(
         )
         webhooks.after_sync(ctx, entry, outcome)  # after commit; never raises, never waits
         return outcome
-    finally:
-        lease.release(ctx.sessions, entry.key, owner)
 
 
 def preview_dataset(entry: CatalogueEntry, ctx: SyncContext) -> SyncOutcome:
@@ -361,7 +358,11 @@ def _skip_reason(
     requested_at: datetime | None,
     settings: Settings,
     force: bool = False,
+    *,
+    retry: bool = False,
 ) -> tuple[str, str] | None:
+    """Why this delivery should not sync; a retry of a chain runs at its countdown (the failure
+    pause of ``is_due`` holds back new scans, not the retries already queued)."""
     if state is None:
         return None
     if state.paused:
@@ -374,7 +375,7 @@ def _skip_reason(
     if requested_at and state.last_success_at and state.last_success_at >= requested_at:
         return "done", f"already synced at {state.last_success_at:%Y-%m-%d %H:%M:%S}Z, after this request"
     now = utcnow()
-    if trigger == "schedule" and not is_due(entry, state, now, settings):
+    if trigger == "schedule" and not retry and not is_due(entry, state, now, settings):
         return "not_due", "not due yet"
     fresh = state.last_success_at and now < state.last_success_at + timedelta(hours=entry.frequency_hours)
     if trigger == "cli" and fresh:

@@ -73,6 +73,7 @@ def record_skip(
     kind: str,
     reason: str,
     status: str = "skipped",
+    attempt: int = 1,
 ) -> SyncOutcome:
     """A run that ended before fetching anything (busy, fresh, paused, unknown key...)."""
     now = utcnow()
@@ -87,6 +88,7 @@ def record_skip(
             error_kind=kind,
             error_message=reason,
             worker=worker[:255],
+            attempt=attempt,
         )
         session.add(run)
         session.flush()

@@ -51,20 +51,31 @@ class Settings(BaseSettings):
     host_rate_per_second: float = Field(default=2.0, gt=0, le=1000)
     host_limits: str = ""
 
-    lease_seconds: int = Field(default=600, ge=5, le=DAY)
     max_retries: int = Field(default=5, ge=0, le=100)
     retry_backoff_seconds: float = Field(default=30.0, ge=0, le=DAY)
     retry_backoff_max_seconds: float = Field(default=1800.0, ge=0, le=DAY)
     failure_pause_seconds: float = Field(default=3600.0, ge=0, le=7 * DAY)
 
-    beat_interval_seconds: float = Field(default=300.0, gt=0, le=DAY)
-    due_jitter_seconds: float = Field(default=60.0, ge=0, le=DAY)
+    beat_interval_seconds: float = Field(default=30.0, gt=0, le=DAY)
+    due_jitter_seconds: float = Field(default=10.0, ge=0, le=DAY)
     run_retention_days: int = Field(default=90, ge=0, le=36500)
     worker_concurrency: int = Field(default=2, ge=1, le=256)
     task_soft_time_limit: int = Field(default=240, ge=1, le=12 * HOUR)
     task_time_limit: int = Field(default=300, ge=1, le=12 * HOUR)
     max_tasks_per_child: int = Field(default=100, ge=1, le=1_000_000)
     visibility_timeout: int = Field(default=3600, ge=1, le=7 * DAY)
+
+    # Recovery and hung hosts (reliability-runtime): a killed worker's datasets are synced again
+    # within one lease plus one beat interval; a hung request ends at its deadline; a host that keeps
+    # timing out is given up for a while instead of costing a deadline per dataset; `datasync sync`
+    # retries transient failures in-process, within a bound.
+    lease_seconds: int = Field(default=60, ge=5, le=DAY)
+    request_deadline_seconds: float = Field(default=60.0, gt=0, le=HOUR)
+    host_timeout_limit: int = Field(default=3, ge=0, le=1000)
+    host_unreachable_seconds: float = Field(default=120.0, ge=0, le=DAY)
+    host_rate_margin: float = Field(default=0.1, ge=0, le=1)
+    sync_retries: int = Field(default=2, ge=0, le=10)
+    sync_retry_max_seconds: float = Field(default=30.0, ge=0, le=600)
 
     max_removed_share: float = Field(default=0.2, ge=0, le=1)
     max_relabelled_share: float = Field(default=0.5, ge=0, le=1)
@@ -153,9 +164,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "DATASYNC_TASK_SOFT_TIME_LIMIT must be below DATASYNC_TASK_TIME_LIMIT, so a sync can record its end"
             )
-        if self.lease_seconds <= self.task_time_limit:
+        if self.request_deadline_seconds >= self.task_soft_time_limit:
             raise ValueError(
-                "DATASYNC_LEASE_SECONDS must exceed DATASYNC_TASK_TIME_LIMIT, or a slow sync could lose its lease"
+                "DATASYNC_REQUEST_DEADLINE_SECONDS must be below DATASYNC_TASK_SOFT_TIME_LIMIT, so a hung request "
+                "ends as a timeout before the task runs out of time"
             )
         if self.visibility_timeout <= self.retry_backoff_max_seconds + self.task_time_limit:
             raise ValueError(

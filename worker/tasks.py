@@ -13,27 +13,34 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Retry
 from celery.result import AsyncResult
 from celery.signals import beat_init
 from celery.utils.log import get_task_logger
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from models import lease
-from models.schema import SyncState
+from models.schema import SyncRun, SyncState
 from models.types import utcnow
 from publisher.publish import publish_new_versions
-from worker import webhooks
+from scrapers.http import host_of
+from worker import pending, webhooks
 from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
 from worker.celery_app import app
 from worker.context import SyncContext, throttle_for
+from worker.outcome import SyncOutcome
 from worker.pipeline import is_due, sync_dataset
-from worker.retry import retry_delay
+from worker.retry import end_retry_chain, retry_delay
 from worker.runs import prune_runs, record_skip
 from worker.settings import Settings, get_settings
 
 log = get_task_logger(__name__)
 MAX_BUSY_WAITS = 60
-BUSY_POLL_SECONDS = 20  # look again this often: the sync holding the lease usually ends long before it expires
+BUSY_POLL_SECONDS = 10  # look again this often: the sync holding the lease usually ends long before it expires
+HOST_WAIT_LIMIT = 1.0  # a host whose next request slot is further off than this sends the task back to the queue
+HOST_RECHECK_SECONDS = 2.0  # when every slot of the host is taken, look again this soon
+MAX_HOST_WAITS = 500  # after this many round trips a task waits for its slot in the throttle like any request
 
 _process: dict[str, Any] = {}
 
@@ -67,12 +74,22 @@ def sync_dataset_task(
     busy_waits: int = 0,
     refetch: bool = False,
     accept_changes: bool = False,
+    host_waits: int = 0,
 ) -> dict[str, Any]:
     ctx, catalogue = process_context()
     entry = catalogue.by_key().get(key)
     if entry is None:
         reason = f"{catalogue.path}: no dataset with key {key!r} in this worker's catalogue"
         return record_skip(ctx.sessions, key, trigger, ctx.worker_id, "unknown_key", reason, status="failed").to_json()
+    kwargs = {"key": key, "force": force, "trigger": trigger, "requested_at": requested_at, "attempt": attempt}
+    kwargs |= {"refetch": refetch, "accept_changes": accept_changes}
+    waits = {"busy_waits": busy_waits, "host_waits": host_waits}
+    host_wait = ctx.http.throttle.wait_estimate(host_of(entry.url))
+    if host_wait > HOST_WAIT_LIMIT and host_waits < MAX_HOST_WAITS:
+        # The host's budget is spent for now: free this process for other hosts' datasets.
+        countdown = min(host_wait, HOST_RECHECK_SECONDS) + random.random()
+        raise self.retry(kwargs={**kwargs, **waits, "host_waits": host_waits + 1}, countdown=countdown)
+    pending.clear(key)
     settings = ctx.settings
     outcome = sync_dataset(
         entry,
@@ -85,26 +102,50 @@ def sync_dataset_task(
         may_retry=attempt <= settings.max_retries,
         requested_at=datetime.fromisoformat(requested_at) if requested_at else None,
     )
-    kwargs = {"key": key, "force": force, "trigger": trigger, "requested_at": requested_at}
-    kwargs |= {"refetch": refetch, "accept_changes": accept_changes}
     if outcome.will_retry:
         countdown = retry_delay(attempt, outcome.retry_after, settings)
         log.info("retrying %s in %.0f s (attempt %d failed: %s)", key, countdown, attempt, outcome.error)
-        raise self.retry(kwargs={**kwargs, "attempt": attempt + 1, "busy_waits": busy_waits}, countdown=countdown)
-    if outcome.error_kind == "busy" and busy_waits < MAX_BUSY_WAITS:
+        _queue_retry(self, ctx.sessions, outcome, {**kwargs, **waits, "attempt": attempt + 1}, countdown)
+    elif outcome.error_kind == "busy" and busy_waits < MAX_BUSY_WAITS:
         countdown = min(lease.expires_in(ctx.sessions, key), BUSY_POLL_SECONDS) + random.uniform(1, 5)
-        raise self.retry(kwargs={**kwargs, "attempt": attempt, "busy_waits": busy_waits + 1}, countdown=countdown)
+        raise self.retry(kwargs={**kwargs, **waits, "busy_waits": busy_waits + 1}, countdown=countdown)
+    elif attempt > 1 and outcome.status == "skipped":
+        end_retry_chain(ctx.sessions, key)  # the chain ends here: no retry is queued any more
     return outcome.to_json()
+
+
+def _queue_retry(
+    task: Task, sessions: sessionmaker[Session], outcome: SyncOutcome, kwargs: dict[str, Any], countdown: float
+) -> None:
+    """Queue the next attempt; if the broker refuses it, the run must not promise a retry."""
+    try:
+        raise task.retry(kwargs=kwargs, countdown=countdown)
+    except Retry:
+        raise
+    except Exception as exc:  # a broker outage: beat's scan picks the dataset up again later
+        log.error("could not queue the retry of %s: %s", outcome.key, exc)
+        end_retry_chain(sessions, outcome.key)
+        outcome.will_retry = False
 
 
 @app.task(name="datasync.sync_due")
 def sync_due_task() -> list[str]:
-    """Enqueue every due dataset, spread over the jitter window so one host is not hit at once."""
+    """Enqueue every due dataset, and retry every sync whose worker died (its lease ran out).
+
+    Runs every beat interval, so a killed worker's datasets come back within one lease period
+    plus one interval, whatever became of their messages.
+    """
     ctx, catalogue = process_context()
+    requeued = _requeue_abandoned(ctx, catalogue)
     now = utcnow()
     with ctx.sessions() as session:
         states = {state.dataset_key: state for state in session.scalars(select(SyncState))}
-    due = [entry.key for entry in catalogue.select() if _due_now(entry, states.get(entry.key), now, ctx.settings)]
+    due = [
+        entry.key
+        for entry in catalogue.select()
+        if entry.key not in requeued and _due_now(entry, states.get(entry.key), now, ctx.settings)
+    ]
+    due = pending.mark(due)  # already queued and not started yet: one message is enough
     for key in due:
         sync_dataset_task.apply_async(
             kwargs={"key": key, "trigger": "schedule", "requested_at": now.isoformat()},
@@ -113,7 +154,34 @@ def sync_due_task() -> list[str]:
     if due:
         log.info("enqueued %d due dataset(s): %s", len(due), ", ".join(due))
     webhooks.scan(ctx.sessions, catalogue, ctx.settings, now)
-    return due
+    return requeued + due
+
+
+def _requeue_abandoned(ctx: SyncContext, catalogue: Catalogue) -> list[str]:
+    """Close runs left ``running`` by dead workers; queue their next attempt while retries remain."""
+    known = catalogue.by_key()
+    requeued: list[str] = []
+    for run in lease.abandon_dead_runs(ctx.sessions):
+        log.warning("sync of %s (run %d) was abandoned by %s", run.dataset_key, run.id, run.worker)
+        if run.dataset_key not in known or run.attempt > ctx.settings.max_retries or run.dataset_key in requeued:
+            continue
+        sync_dataset_task.apply_async(
+            kwargs={
+                "key": run.dataset_key,
+                "trigger": run.trigger if run.trigger in ("manual", "api") else "schedule",
+                "requested_at": run.started_at.isoformat(),
+                "attempt": run.attempt + 1,
+            }
+        )
+        _promise_retry(ctx.sessions, run.id)
+        pending.mark([run.dataset_key])
+        requeued.append(run.dataset_key)
+    return requeued
+
+
+def _promise_retry(sessions: sessionmaker[Session], run_id: int) -> None:
+    with sessions.begin() as session:
+        session.execute(update(SyncRun).where(SyncRun.id == run_id).values(will_retry=True))
 
 
 def _due_now(entry: CatalogueEntry, state: SyncState | None, now: datetime, settings: Settings) -> bool:

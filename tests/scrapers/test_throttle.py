@@ -114,3 +114,70 @@ def test_throttle_for_falls_back_to_this_process_when_redis_is_down() -> None:
 
     down = Settings(broker_url=f"redis://127.0.0.1:{free_port()}/0")
     assert isinstance(throttle_for(down), LocalThrottle)
+
+
+HOLD_A_SLOT = """
+import sys, time
+from scrapers.throttle import HostLimit, HostLimits, RedisThrottle
+throttle = RedisThrottle(sys.argv[1], HostLimits(HostLimit(1, 1000.0)), slot_ttl=1.0)
+with throttle.slot("holder.example"):
+    print("holding", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.redis
+def test_a_killed_holders_slot_is_free_again_within_its_ttl(redis_server: RedisServer) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", HOLD_A_SLOT, redis_server.url()]
+    holder = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        waiting = RedisThrottle(redis_server.url(), HostLimits(HostLimit(1, 1000.0)), wait_limit=0.5)
+        with pytest.raises(TransientError), waiting.slot("holder.example"):
+            pass  # held by a live process past its 1 s TTL: renewed
+        time.sleep(1.2)
+        with pytest.raises(TransientError), waiting.slot("holder.example"):
+            pass
+    finally:
+        holder.kill()
+        holder.wait(10)
+    patient = RedisThrottle(redis_server.url(), HostLimits(HostLimit(1, 1000.0)), wait_limit=5)
+    started = time.monotonic()
+    with patient.slot("holder.example"):
+        assert time.monotonic() - started < 2.0  # the dead holder's slot ran out within its TTL
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("kind", ["local", "redis"])
+def test_wait_estimate_says_when_a_host_has_no_room(kind: str, redis_server: RedisServer) -> None:
+    limits = HostLimits(HostLimit(1, 2.0))
+    throttle = LocalThrottle(limits) if kind == "local" else RedisThrottle(redis_server.url(), limits)
+    host = f"{kind}-estimate.example"
+    assert throttle.wait_estimate(host) == 0.0
+    with throttle.slot(host):
+        assert throttle.wait_estimate(host) == float("inf")  # every slot taken: no start in sight
+    assert 0.3 < throttle.wait_estimate(host) <= 0.55  # free, but the next start is spaced 1.1/2 s on
+
+
+@pytest.mark.parametrize("rate", [2.0, 5.0])
+def test_no_one_second_window_at_the_upstream_sees_more_than_the_rate(rate: float) -> None:
+    """Measured by the server's own arrival log, with more threads than slots and a new connection each."""
+    from scrapers.http import HttpClient, UrlRewrites
+    from tests.upstream import Upstream
+
+    site = "https://www.datadictionary.nhs.uk"
+    with Upstream() as upstream:
+        throttle = LocalThrottle(HostLimits(HostLimit(3, rate)))
+        clients = [
+            HttpClient(user_agent="t", rewrites=UrlRewrites(upstream.rewrites()), throttle=throttle) for _ in range(6)
+        ]
+        url = f"{site}/data_elements/consultation_type.html"
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda c: [c.get(url, allowed_hosts=frozenset({"www.datadictionary.nhs.uk"}))], clients * 2))
+        for client in clients:
+            client.close()
+        assert len(upstream.arrivals) == 12
+        assert upstream.peak_per_second("www.datadictionary.nhs.uk") <= rate

@@ -43,8 +43,9 @@ def harness(
             "DATASYNC_RETRY_BACKOFF_SECONDS": "0.5",
             "DATASYNC_RETRY_BACKOFF_MAX_SECONDS": "2",
             "DATASYNC_LEASE_SECONDS": "6",
-            "DATASYNC_TASK_SOFT_TIME_LIMIT": "4",
-            "DATASYNC_TASK_TIME_LIMIT": "5",
+            "DATASYNC_TASK_SOFT_TIME_LIMIT": "8",
+            "DATASYNC_TASK_TIME_LIMIT": "9",
+            "DATASYNC_REQUEST_DEADLINE_SECONDS": "6",
             "DATASYNC_HOST_RATE_PER_SECOND": "50",
         },
         tmp_path,
@@ -62,6 +63,16 @@ def store_runs(store_url: str, key: str) -> list[SyncRun]:
 def store_dataset(store_url: str, key: str) -> Dataset | None:
     with session_factory(store_url)() as session:
         return session.scalars(select(Dataset).where(Dataset.key == key)).first()
+
+
+def wait_for_request_in_flight(harness: CeleryProcesses, store_url: str, upstream: Upstream) -> None:
+    """Kill only once the sync is recorded running and its request has reached the upstream."""
+    wait_until(
+        lambda: upstream.hits(TRUSTS) and [r for r in store_runs(store_url, "nhs_trusts") if r.status == "running"],
+        60,
+        "the sync's request to reach the upstream",
+        harness,
+    )
 
 
 def test_beat_keeps_a_changed_upstream_in_sync_without_anyone_acting(
@@ -129,12 +140,7 @@ def test_worker_killed_mid_sync_is_redelivered_and_completes_once(
     worker = harness.worker("w1", concurrency=1)
     wait_until(lambda: pool_children(worker), 30, "the worker's pool process", harness)
     harness.cli("resync", "nhs_trusts")
-    wait_until(
-        lambda: [r for r in store_runs(store_url, "nhs_trusts") if r.status == "running"],
-        30,
-        "the sync to start",
-        harness,
-    )
+    wait_for_request_in_flight(harness, store_url, upstream)
     for child in pool_children(worker):
         os.kill(child.pid, signal.SIGKILL)
     dataset = wait_until(lambda: store_dataset(store_url, "nhs_trusts"), 60, "the redelivered sync", harness)
@@ -168,16 +174,11 @@ def test_two_workers_and_two_beats_sync_each_due_dataset_once(
 def test_whole_worker_killed_mid_sync_is_restored_to_another_worker(
     harness: CeleryProcesses, store_url: str, upstream: Upstream
 ) -> None:
-    harness.env["DATASYNC_VISIBILITY_TIMEOUT"] = "8"
+    harness.env["DATASYNC_VISIBILITY_TIMEOUT"] = "12"
     upstream.script(TRUSTS, Scripted(delay=30))
     first = harness.worker("w1", concurrency=1)
     harness.cli("resync", "nhs_trusts")
-    wait_until(
-        lambda: [r for r in store_runs(store_url, "nhs_trusts") if r.status == "running"],
-        30,
-        "the sync to start",
-        harness,
-    )
+    wait_for_request_in_flight(harness, store_url, upstream)
     os.killpg(first.pid, signal.SIGKILL)  # main process and pool: nothing acks or rejects the message
     first.wait(10)
     harness.worker("w2", concurrency=1)
@@ -186,3 +187,44 @@ def test_whole_worker_killed_mid_sync_is_restored_to_another_worker(
     assert dataset.options == expected_result("nhs_trusts")["options"]
     statuses = [(r.status, r.error_kind) for r in store_runs(store_url, "nhs_trusts") if r.status != "skipped"]
     assert statuses == [("failed", "abandoned"), ("created", None)]
+
+
+def test_scheduled_retries_run_at_their_countdown_despite_the_failure_pause(
+    harness: CeleryProcesses, store_url: str, upstream: Upstream
+) -> None:
+    """Beat's first attempt fails twice; each retry runs (not `not_due`), and the third lands."""
+    write_catalogue(harness.catalogue_path, ["nhs_trusts"])
+    upstream.script(TRUSTS, Scripted(status=503), Scripted(status=503, headers={"Retry-After": "1"}))
+    harness.worker("w1")
+    harness.beat(1)
+    wait_until(lambda: store_dataset(store_url, "nhs_trusts"), 60, "the retried scheduled sync", harness)
+    runs = store_runs(store_url, "nhs_trusts")
+    attempts = [(r.status, r.attempt, r.will_retry, r.trigger) for r in runs if r.status != "skipped"]
+    assert attempts == [
+        ("failed", 1, True, "schedule"),
+        ("failed", 2, True, "schedule"),
+        ("created", 3, False, "schedule"),
+    ]
+    assert not [r for r in runs if r.error_kind == "not_due"]
+    assert len(upstream.hits(TRUSTS)) == 3
+
+
+def test_a_killed_workers_sync_is_closed_and_requeued_by_the_next_scan(
+    harness: CeleryProcesses, store_url: str, upstream: Upstream
+) -> None:
+    """No broker redelivery (1 h visibility timeout): beat's scan alone brings the dataset back."""
+    write_catalogue(harness.catalogue_path, ["nhs_trusts"])
+    harness.env["DATASYNC_VISIBILITY_TIMEOUT"] = "3600"
+    upstream.script(TRUSTS, Scripted(delay=30))
+    first = harness.worker("w1", concurrency=1)
+    harness.beat(1)
+    wait_for_request_in_flight(harness, store_url, upstream)
+    killed_at = time.monotonic()
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(10)
+    harness.worker("w2", concurrency=1)
+    dataset = wait_until(lambda: store_dataset(store_url, "nhs_trusts"), 90, "the re-queued sync", harness)
+    assert time.monotonic() - killed_at < 60  # lease 6 s + scans every second, with a busy machine's slack
+    assert dataset.version == 1
+    statuses = [(r.status, r.error_kind, r.will_retry) for r in store_runs(store_url, "nhs_trusts")]
+    assert [s for s in statuses if s[0] != "skipped"] == [("failed", "abandoned", True), ("created", None, False)]

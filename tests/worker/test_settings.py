@@ -8,15 +8,21 @@ from worker.settings import ConfigurationError, Settings, get_settings
 
 def test_defaults_are_consistent() -> None:
     settings = Settings()
-    assert settings.task_soft_time_limit < settings.task_time_limit < settings.lease_seconds
+    assert settings.request_deadline_seconds < settings.task_soft_time_limit < settings.task_time_limit
     assert settings.retry_backoff_max_seconds + settings.task_time_limit < settings.visibility_timeout
+
+
+def test_shipped_timers_resync_a_killed_workers_datasets_within_two_minutes() -> None:
+    """Lease (renewed while held) runs out, then the next scan abandons the run and queues it."""
+    settings = Settings()
+    assert settings.lease_seconds + settings.beat_interval_seconds + settings.due_jitter_seconds <= 120
 
 
 @pytest.mark.parametrize(
     "values, named",
     [
         ({"task_soft_time_limit": 300, "task_time_limit": 300}, "DATASYNC_TASK_SOFT_TIME_LIMIT"),
-        ({"lease_seconds": 100}, "DATASYNC_LEASE_SECONDS"),
+        ({"request_deadline_seconds": 240}, "DATASYNC_REQUEST_DEADLINE_SECONDS"),
         ({"visibility_timeout": 1000}, "DATASYNC_VISIBILITY_TIMEOUT"),
         ({"url_rewrites": "https://a.example"}, "DATASYNC_URL_REWRITES"),
         ({"host_limits": "a.example=0:2"}, "DATASYNC_HOST_LIMITS"),
@@ -39,8 +45,8 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_get_settings_explains_a_bad_environment_by_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATASYNC_LEASE_SECONDS", "10")
-    with pytest.raises(ConfigurationError, match="DATASYNC_LEASE_SECONDS must exceed DATASYNC_TASK_TIME_LIMIT"):
+    monkeypatch.setenv("DATASYNC_REQUEST_DEADLINE_SECONDS", "500")
+    with pytest.raises(ConfigurationError, match="DATASYNC_REQUEST_DEADLINE_SECONDS must be below"):
         get_settings()
 
 

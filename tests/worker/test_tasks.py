@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -108,3 +109,36 @@ def test_enqueued_syncs_carry_the_three_flags(monkeypatch: pytest.MonkeyPatch) -
         ("a", True, False, True),
         ("b", True, False, True),
     ]
+
+
+def test_a_task_whose_host_has_no_room_goes_back_to_the_queue(
+    worker_env: Path, sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It must not sleep in a pool process while datasets of other hosts wait behind it."""
+    from celery.exceptions import Retry
+
+    ctx, _ = tasks.process_context()
+    monkeypatch.setattr(ctx.http.throttle, "wait_estimate", lambda host: math.inf)  # every slot taken
+    requeued: list[dict] = []
+    monkeypatch.setattr(tasks.sync_dataset_task, "retry", lambda **options: requeued.append(options) or Retry())
+    with pytest.raises(Retry):
+        tasks.sync_dataset_task(key="nhs_england_regions")
+    [options] = requeued
+    assert 2.0 <= options["countdown"] <= 3.0 and options["kwargs"]["host_waits"] == 1
+    with sessions() as session:
+        assert session.scalars(select(SyncRun)).all() == []  # nothing started, no lease taken
+
+
+def test_a_retry_that_ends_in_a_skip_no_longer_promises_a_retry(worker_env: Path, sessions) -> None:
+    from models import lease
+
+    with sessions.begin() as session:
+        failed = SyncRun(dataset_key="nhs_england_regions", trigger="schedule", status="failed", started_at=utcnow())
+        failed.will_retry = True
+        session.add(failed)
+        lease.ensure_state(session, "nhs_england_regions").paused = True  # paused while the retry waited
+    outcome = tasks.sync_dataset_task.apply(kwargs={"key": "nhs_england_regions", "attempt": 2}).get()
+    assert outcome["error_kind"] == "paused"
+    with sessions() as session:
+        runs = session.scalars(select(SyncRun).order_by(SyncRun.id)).all()
+    assert [(r.status, r.attempt, r.will_retry) for r in runs] == [("failed", 1, False), ("skipped", 2, False)]

@@ -1,0 +1,61 @@
+"""Leases that live only as long as their holder: renewed while held, and dead syncs swept by the scan."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import lease
+from models.schema import SyncRun, SyncState
+from models.types import utcnow
+
+
+def expires_at(sessions: sessionmaker[Session], key: str):
+    with sessions() as session:
+        return session.scalar(select(SyncState.lease_expires_at).where(SyncState.dataset_key == key))
+
+
+def add_running(sessions: sessionmaker[Session], key: str, worker: str) -> int:
+    with sessions.begin() as session:
+        run = SyncRun(dataset_key=key, trigger="schedule", status="running", started_at=utcnow(), worker=worker)
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def test_a_kept_lease_is_renewed_while_the_block_runs_and_released_after(sessions) -> None:
+    assert lease.acquire(sessions, "nhs_trusts", "worker-a", 0.6)
+    first = expires_at(sessions, "nhs_trusts")
+    deadline = time.monotonic() + 10
+    with lease.kept(sessions, "nhs_trusts", "worker-a", 0.6):
+        while expires_at(sessions, "nhs_trusts") == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert expires_at(sessions, "nhs_trusts") > first  # renewed (every 0.2 s)
+        time.sleep(1.0)  # longer than the TTL: still held, because it is renewed
+        assert not lease.acquire(sessions, "nhs_trusts", "worker-b", 60)
+    assert lease.acquire(sessions, "nhs_trusts", "worker-b", 60)
+
+
+def test_renew_fails_for_a_lease_someone_else_holds(sessions) -> None:
+    assert lease.acquire(sessions, "nhs_trusts", "worker-a", 60)
+    assert lease.renew(sessions, "nhs_trusts", "worker-a", 60)
+    assert not lease.renew(sessions, "nhs_trusts", "worker-b", 60)
+
+
+def test_the_scan_closes_runs_whose_syncer_lost_its_lease_and_keeps_live_ones(sessions) -> None:
+    assert lease.acquire(sessions, "live", "worker-live", 60)
+    live = add_running(sessions, "live", "worker-live")
+    assert lease.acquire(sessions, "dead", "worker-dead", -1)  # expired: its renewer died with it
+    dead = add_running(sessions, "dead", "worker-dead")
+    assert lease.acquire(sessions, "taken", "worker-new", 60)  # lease now held by a different process
+    orphan = add_running(sessions, "taken", "worker-old")
+    closed = lease.abandon_dead_runs(sessions)
+    assert sorted(run.id for run in closed) == sorted([dead, orphan])
+    with sessions() as session:
+        runs = {run.id: run for run in session.scalars(select(SyncRun))}
+    assert runs[live].status == "running"
+    assert (runs[dead].status, runs[dead].error_kind) == ("failed", "abandoned")
+    assert runs[dead].finished_at is not None
+    assert lease.abandon_dead_runs(sessions) == []
