@@ -18,7 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from models.types import UTCDateTime, utcnow
 
-CATEGORIES = ("nhs_dd", "rcpch", "external_api", "user_created")
+CATEGORIES = ("nhs_dd", "rcpch", "external_api", "reference", "user_created")
 SOURCE_TYPES = ("scrape", "api", "manual", "imported")
 TRIGGERS = ("cli", "schedule", "manual", "api")
 RUN_STATUSES = ("running", "created", "updated", "unchanged", "failed", "skipped", "held")
@@ -101,6 +101,7 @@ class SyncState(Base):
     lease_expires_at: Mapped[datetime | None]
     etag: Mapped[str | None] = mapped_column(String(1000))
     last_modified: Mapped[str | None] = mapped_column(String(100))
+    source_token: Mapped[str | None] = mapped_column(String(255))
     last_success_at: Mapped[datetime | None]
     last_attempt_at: Mapped[datetime | None]
     last_status: Mapped[str | None] = mapped_column(String(16))

@@ -19,7 +19,14 @@ from models.schema import Dataset, DatasetVersion
 # Fields the platform shows next to the list: a change to them is a new version of the dataset.
 VERSIONED_FIELDS = ("name", "description", "tags", "reference_url")
 # How datasync fetches the list: kept current on the row, but not a change people see.
-SOURCE_FIELDS = ("category", "source_type", "external_api_url", "format_pattern", "sync_frequency_hours")
+SOURCE_FIELDS = (
+    "category",
+    "source_type",
+    "external_api_url",
+    "format_pattern",
+    "sync_frequency_hours",
+    "organization_id",
+)
 METADATA_FIELDS = VERSIONED_FIELDS + SOURCE_FIELDS
 
 
@@ -41,6 +48,7 @@ class DatasetSpec:
     external_api_url: str | None
     format_pattern: str
     sync_frequency_hours: float
+    organization_id: int | None = None  # an organisation's own list (e.g. its Charitylog): not global
 
 
 @dataclass(frozen=True)
@@ -94,9 +102,7 @@ def upsert_dataset(
     """Create, update or leave the row; ``stamp_field`` (if any) records that the list was verified."""
     dataset = load_syncable(session, spec.key)
     if dataset is None:
-        dataset = Dataset(
-            key=spec.key, is_custom=False, is_global=True, version=1, created_at=now, updated_at=now, is_active=True
-        )
+        dataset = Dataset(key=spec.key, is_custom=False, version=1, created_at=now, updated_at=now, is_active=True)
         _write(dataset, spec, snapshot)
         if stamp_field:
             setattr(dataset, stamp_field, now)
@@ -115,8 +121,7 @@ def upsert_dataset(
         dataset.version += 1
         dataset.updated_at = now
     elif _differs(dataset, spec, SOURCE_FIELDS):
-        for name in SOURCE_FIELDS:
-            setattr(dataset, name, getattr(spec, name))
+        _write_fields(dataset, spec, SOURCE_FIELDS)
     if stamp_field:
         setattr(dataset, stamp_field, now)
     if changed:
@@ -133,8 +138,7 @@ def stamp_verified(session: Session, key: str, stamp_field: str, now: datetime) 
 
 
 def _write(dataset: Dataset, spec: DatasetSpec, snapshot: Snapshot) -> None:
-    for name in METADATA_FIELDS:
-        setattr(dataset, name, getattr(spec, name))
+    _write_fields(dataset, spec, METADATA_FIELDS)
     dataset.tags = list(spec.tags)
     dataset.options = dict(snapshot.options)
     # Dicts that differ only in order compare equal, so SQLAlchemy would skip the write: force it,
@@ -143,6 +147,12 @@ def _write(dataset: Dataset, spec: DatasetSpec, snapshot: Snapshot) -> None:
     dataset.content_hash = snapshot.content_hash
     dataset.retired_codes = list(snapshot.retired_codes)
     dataset.default_codes = list(snapshot.default_codes)
+
+
+def _write_fields(dataset: Dataset, spec: DatasetSpec, fields: tuple[str, ...]) -> None:
+    for name in fields:
+        setattr(dataset, name, getattr(spec, name))
+    dataset.is_global = dataset.organization_id is None
 
 
 def _differs(dataset: Dataset, spec: DatasetSpec, fields: tuple[str, ...]) -> bool:

@@ -31,6 +31,7 @@ class Validators:
 
     etag: str | None = None
     last_modified: str | None = None
+    token: str | None = None  # a source's own "unchanged" proof (resource hash, expansion id), see Source.probe
 
 
 @dataclass
@@ -43,7 +44,11 @@ class Document:
 
 
 class NotModified(Exception):
-    """The upstream answered 304: what we have is current."""
+    """The upstream answered 304 (or the source's token matched): what we have is current."""
+
+    def __init__(self, url: str, reason: str = "upstream answered 304 Not Modified") -> None:
+        super().__init__(url)
+        self.reason = reason
 
 
 class Throttle(Protocol):
@@ -124,6 +129,8 @@ class HttpClient:
         canonical = url
         for hop in range(MAX_REDIRECTS + 1):
             _check_url(canonical, allowed_hosts, redirected_from=url if hop else None)
+            if host_of(canonical) != host_of(url):  # credentials never follow a redirect to another host
+                request_headers = {"Accept": accept}
             with self.throttle.slot(host_of(canonical)):  # held until the body is read, not just the headers
                 response = self._request(canonical, request_headers)
                 if not response.is_redirect:
@@ -133,9 +140,27 @@ class HttpClient:
             canonical = self.rewrites.undo(urljoin(self.rewrites.apply(canonical), location))
         raise PermanentError("redirect", f"{url}: more than {MAX_REDIRECTS} redirects")
 
-    def _request(self, canonical: str, headers: dict[str, str]) -> requests.Response:
+    def post_form(
+        self, url: str, form: dict[str, str], *, allowed_hosts: frozenset[str], accept: str = "application/json"
+    ) -> Document:
+        """POST a form (an OAuth2 token request): same rewrites, throttle and checks, no redirects."""
+        _check_url(url, allowed_hosts)
+        with self.throttle.slot(host_of(url)):
+            response = self._request(url, {"Accept": accept}, form)
+            if response.is_redirect:
+                response.close()
+                raise PermanentError("redirect", f"{url}: a POST is never redirected")
+            return self._read(url, response)
+
+    def _request(
+        self, canonical: str, headers: dict[str, str], form: dict[str, str] | None = None
+    ) -> requests.Response:
         target = self.rewrites.apply(canonical)
         try:
+            if form is not None:
+                return self.session.post(
+                    target, data=form, headers=headers, timeout=self.timeout, stream=True, allow_redirects=False
+                )
             return self.session.get(target, headers=headers, timeout=self.timeout, stream=True, allow_redirects=False)
         except requests.Timeout as exc:
             raise TransientError("timeout", f"{canonical}: timed out ({exc.__class__.__name__})") from exc
@@ -202,17 +227,27 @@ def _raise_for_status(url: str, response: requests.Response) -> None:
     if 200 <= status < 300:
         return
     reason = f"{url}: HTTP {status} {response.reason or ''}".strip()
+    body = _error_body(response)
     if status in RETRYABLE_STATUSES:
         raise TransientError(
-            f"http_{status}", reason, retry_after=parse_retry_after(response.headers.get("Retry-After"))
+            f"http_{status}", reason, retry_after=parse_retry_after(response.headers.get("Retry-After")), body=body
         )
     if status == 403:
         raise PermanentError(
             "http_403",
             f"{reason}: the upstream refused us (it may block non-browser clients; "
             "check DATASYNC_USER_AGENT and any API key)",
+            body=body,
         )
-    raise PermanentError(f"http_{status}", reason)
+    raise PermanentError(f"http_{status}", reason, body=body)
+
+
+def _error_body(response: requests.Response, limit: int = 64 * 1024) -> bytes:
+    """The start of an error response (FHIR explains errors in an OperationOutcome); never fails."""
+    try:
+        return response.raw.read(limit, decode_content=True) or b""
+    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError):
+        return b""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

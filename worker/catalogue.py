@@ -33,7 +33,7 @@ class _EntryFields(BaseModel):
     key: str = Field(max_length=255)
     name: str = Field(min_length=1, max_length=255)
     description: str = ""
-    category: Literal["nhs_dd", "rcpch", "external_api"]
+    category: Literal["nhs_dd", "rcpch", "external_api", "reference"]
     source: str
     url: str
     tags: tuple[str, ...] = ()
@@ -42,6 +42,7 @@ class _EntryFields(BaseModel):
     allowed_hosts: tuple[str, ...] = ()
     enabled: bool = True
     sync_window: str | None = None
+    organization_id: int | None = None
 
     @field_validator("sync_window")
     @classmethod
@@ -87,6 +88,7 @@ class CatalogueEntry:
     enabled: bool
     sync_window: str | None
     params: SourceParams
+    organization_id: int | None = None
 
     @property
     def source_type(self) -> str:
