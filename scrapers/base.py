@@ -57,14 +57,18 @@ class Source(ABC):
             )
         ]
 
+    def check_url(self, url: str) -> str | None:
+        """Why ``url`` cannot be an address of this kind (checked with the catalogue), or None."""
+        return None
+
     def headers(self, entry: SourceEntry) -> dict[str, str]:
         return {}
 
     def kept_validators(self, documents: list[Document]) -> Validators:
         """What to keep for the next fetch. A 304 on the first page of a paginated API says nothing
-        about the other pages, so a fetch of several documents keeps nothing unless the kind knows
-        better (a resource hash, an expansion identifier: ``Validators.token``)."""
-        return documents[0].validators if len(documents) == 1 else Validators()
+        about the other pages, so a fetch of several documents keeps only the token a kind put on
+        the first one (a resource hash, an expansion identifier: ``Validators.token``)."""
+        return documents[0].validators if len(documents) == 1 else Validators(token=documents[0].validators.token)
 
     def secrets(self, entry: SourceEntry) -> list[str]:
         """Values that must never appear in logs, errors or ``sync_runs``."""

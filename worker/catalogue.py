@@ -174,6 +174,8 @@ def _entry(path: Path, position: int, raw: dict[str, Any]) -> CatalogueEntry:
         params = source.params_model(**extra)
     except ValidationError as exc:
         raise CatalogueError(f"{where}: {_describe(exc)} (for source {fields.source!r})") from exc
+    if problem := source.check_url(fields.url):
+        raise CatalogueError(f"{where}: field 'url': {problem} (for source {fields.source!r})")
     return CatalogueEntry(
         params=params,
         allowed_hosts=frozenset(h.lower() for h in fields.allowed_hosts) | {host_of(fields.url)},
