@@ -21,6 +21,7 @@ from scrapers.normalise import RawOption
 from scrapers.records import FieldMap, check_template
 
 DELIMITERS = ",;\t|"
+NOT_CSV = frozenset({"text/html", "application/xhtml+xml", "application/json", "application/pdf", "application/xml"})
 
 
 class CsvColumns(SourceParams):
@@ -56,7 +57,7 @@ class CsvFile(Source):
 
 def parse_csv(document: Document, params: CsvColumns) -> list[RawOption]:
     """Every data row of the file as an option, in file order."""
-    if document.content_type in ("text/html", "application/json"):
+    if document.content_type in NOT_CSV:
         raise PermanentError("not_csv", f"{document.url}: expected a CSV file, got {document.content_type}")
     text = decode_text(document).removeprefix("\ufeff")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=params.delimiter or _sniff(text), strict=True)

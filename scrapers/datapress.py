@@ -99,6 +99,10 @@ def choose_resource(dataset: Document, resource_id: str | None) -> tuple[str, di
     if resource_id is not None:
         if resource_id not in resources:
             raise PermanentError("unknown_resource", f"{dataset.url}: no resource {resource_id!r}; it has {listing}")
+        if _format(resources[resource_id]) != "csv":
+            raise PermanentError(
+                "not_csv", f"{dataset.url}: resource {resource_id!r} is {_format(resources[resource_id])}, not csv"
+            )
         chosen = [resource_id]
     else:
         chosen = [key for key, value in resources.items() if _format(value) == "csv"]

@@ -174,13 +174,14 @@ class DataPress:
             return json_reply(403, {"error": "API key does not have read permissions to this private dataset"})
         return json_reply(200, document)
 
-    def download(self, path: str, headers: dict[str, str]) -> Reply:
+    def download(self, host: str, path: str, headers: dict[str, str]) -> Reply:
+        """A file on the site (private ones need the key), or on storage (pre-signed: no key)."""
         if path in self.redirects:
             return Reply(302, b"", {"Location": self.redirects[path]})
         dataset_id = path.split("/")[2] if path.count("/") >= 3 else ""
         if path not in self.files:
             return json_reply(404, {"error": "File not found"})
-        if not self._may_read(dataset_id, headers):
+        if host == DATAPRESS_HOST and not self._may_read(dataset_id, headers):
             return json_reply(403, {"error": "Forbidden"})
         return Reply(200, self.files[path], {"Content-Type": _file_type(path)})
 
@@ -288,7 +289,7 @@ class ApiUpstream:
             if host == DATAPRESS_HOST and rest.startswith("/api/dataset/"):
                 return self.datapress.dataset(rest.removeprefix("/api/dataset/").strip("/"), headers)
             if host in (DATAPRESS_HOST, STORAGE_HOST) and method == "GET":
-                return self.datapress.download(rest, headers)
+                return self.datapress.download(host, rest, headers)
             services = urlsplit(ARCGIS_SERVICES).path
             if host == ARCGIS_HOST and rest.startswith(services + "/"):
                 return self.arcgis.answer(rest.removeprefix(services + "/"), query)
