@@ -69,6 +69,7 @@ class Fhir:
     token_lifetime: int = 3600
     tokens: dict[str, float] = field(default_factory=dict)
     token_requests: int = 0
+    echo_refused_tokens: bool = False  # like servers that quote the token they refuse
 
     @property
     def auth_required(self) -> bool:
@@ -89,6 +90,8 @@ class Fhir:
     def expand(self, query: dict[str, str], headers: dict[str, str]) -> Reply:
         if self.auth_required:
             bearer = headers.get("Authorization", "").removeprefix("Bearer ")
+            if self.echo_refused_tokens:
+                return operation_outcome(401, "login", f"Authentication failed: token {bearer} is not valid")
             if self.tokens.get(bearer, 0) < time.monotonic():
                 return operation_outcome(401, "login", "Authentication failed: no valid bearer token")
         canonical = query.get("url")
@@ -183,7 +186,7 @@ class DataPress:
             return json_reply(404, {"error": "File not found"})
         if host == DATAPRESS_HOST and not self._may_read(dataset_id, headers):
             return json_reply(403, {"error": "Forbidden"})
-        return Reply(200, self.files[path], {"Content-Type": _file_type(path)})
+        return _with_etag(Reply(200, self.files[path], {"Content-Type": _file_type(path)}), headers)
 
     def _may_read(self, dataset_id: str, headers: dict[str, str]) -> bool:
         key = self.keys.get(dataset_id)
