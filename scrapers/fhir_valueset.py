@@ -162,7 +162,7 @@ def outcome_text(outcome: dict[str, Any]) -> str:
     issues = [issue for issue in outcome.get("issue") or [] if isinstance(issue, dict)]
     texts = []
     for issue in issues:
-        details = issue.get("details") if isinstance(issue.get("details"), dict) else {}
+        details = issue["details"] if isinstance(issue.get("details"), dict) else {}
         words = issue.get("diagnostics") or details.get("text") or "no details"
         texts.append(f"{issue.get('severity', 'error')} {issue.get('code', 'unknown')}: {words}")
     return "OperationOutcome: " + ("; ".join(texts) or "no issues given")

@@ -138,6 +138,31 @@ def parse_window(text: str) -> tuple[time, time] | None:
 
 
 def load_catalogue(path: Path) -> Catalogue:
+    entries = [_entry(path, position, raw) for position, raw in enumerate(_raw_entries(path), start=1)]
+    _check_unique(path, entries)
+    return Catalogue(path, tuple(entries))
+
+
+def catalogue_problems(path: Path) -> list[str]:
+    """Every problem in the file, each located (``load_catalogue`` stops at the first)."""
+    try:
+        raw_entries = _raw_entries(path)
+    except CatalogueError as exc:
+        return [str(exc)]
+    problems, entries = [], []
+    for position, raw in enumerate(raw_entries, start=1):
+        try:
+            entries.append(_entry(path, position, raw))
+        except CatalogueError as exc:
+            problems.append(str(exc))
+    try:
+        _check_unique(path, entries)
+    except CatalogueError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def _raw_entries(path: Path) -> list[dict[str, Any]]:
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -155,9 +180,7 @@ def load_catalogue(path: Path) -> Catalogue:
     for position, raw in enumerate(raw_entries, start=1):
         if not isinstance(raw, dict):
             raise CatalogueError(f"{path}: entry {position}: each dataset must be a [[datasets]] table")
-    entries = [_entry(path, position, raw) for position, raw in enumerate(raw_entries, start=1)]
-    _check_unique(path, entries)
-    return Catalogue(path, tuple(entries))
+    return raw_entries
 
 
 def _entry(path: Path, position: int, raw: dict[str, Any]) -> CatalogueEntry:

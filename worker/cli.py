@@ -24,6 +24,7 @@ from models.diff import OptionsDiff
 from models.types import utcnow
 from worker import review
 from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
+from worker.cli_catalogue import catalogue_app
 from worker.context import SyncContext, throttle_for
 from worker.embedded import STATE_DIR, embedded_broker, running_broker_url
 from worker.outcome import SyncOutcome
@@ -494,6 +495,8 @@ def celery_app() -> Any:
 def _text(value: Any) -> str:
     return "-" if value is None else str(value)
 
+
+app.add_typer(catalogue_app, name="catalogue")
 
 if __name__ == "__main__":
     main()
