@@ -80,10 +80,12 @@ class DataPress(Source):
             return http.get(url, allowed_hosts=entry.allowed_hosts, headers=headers, accept=accept)
         except SyncError as error:
             if error.kind == "http_403":
-                who = f"the key in {params.api_key_env}" if params.api_key_env else "no API key (set api_key_env)"
-                raise PermanentError(
-                    "access_denied", f"{url}: HTTP 403: the dataset is private and {who} may not read it"
-                ) from error
+                problem = (
+                    f"the key in {params.api_key_env} may not read it"
+                    if params.api_key_env
+                    else "set api_key_env to a variable holding a key that may read it"
+                )
+                raise PermanentError("access_denied", f"{url}: HTTP 403: the dataset is private; {problem}") from error
             if error.kind == "http_404" and url == entry.url:
                 raise PermanentError("unknown_dataset", f"{url}: HTTP 404: no such DataPress dataset") from error
             raise

@@ -150,7 +150,7 @@ def test_a_private_dataset_without_a_key_is_access_denied(apis: ApiUpstream, htt
     with pytest.raises(PermanentError) as caught:
         fetch(KIND, dp_entry("7prv1"), http)
     assert caught.value.kind == "access_denied"
-    assert "no API key (set api_key_env)" in str(caught.value)
+    assert "private; set api_key_env to a variable holding a key" in str(caught.value)
 
 
 def test_a_key_without_permission_is_access_denied(
@@ -160,7 +160,7 @@ def test_a_key_without_permission_is_access_denied(
     with pytest.raises(PermanentError) as caught:
         fetch(KIND, dp_entry("7prv1", api_key_env="LONDON_DATASTORE_KEY"), http)
     assert caught.value.kind == "access_denied"
-    assert "the key in LONDON_DATASTORE_KEY may not read it" in str(caught.value)
+    assert "private; the key in LONDON_DATASTORE_KEY may not read it" in str(caught.value)
     assert "someone-elses-key" not in str(caught.value)
 
 
