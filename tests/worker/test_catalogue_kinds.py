@@ -21,8 +21,8 @@ EXAMPLES = (REPO_ROOT / "examples" / "catalogue.toml").read_text(encoding="utf-8
             "(key 'ukcore_ethnic_category_england'): field 'url': must be a FHIR expansion URL",
         ),
         (
-            "UKCore-EthnicCategory\"\ntags",
-            "UKCore-EthnicCategory&count=100\"\ntags",
+            'UKCore-EthnicCategory"\ntags',
+            'UKCore-EthnicCategory&count=100"\ntags',
             "field 'url': must not set count or offset",
         ),
         (
@@ -51,8 +51,8 @@ EXAMPLES = (REPO_ROOT / "examples" / "catalogue.toml").read_text(encoding="utf-8
         ('label_template = "{ward_name} ({borough_name})"', 'label_template = "Ward"', "at least one field in braces"),
         ('label_template = "{ward_name} ({borough_name})"', 'label_template = "{}"', "placeholders must name a field"),
         (
-            "FeatureServer/0/query\"",
-            "FeatureServer/0/query?where=1%3D1&f=json\"",
+            'FeatureServer/0/query"',
+            'FeatureServer/0/query?where=1%3D1&f=json"',
             "field 'url': must be a layer query endpoint without parameters",
         ),
         (
