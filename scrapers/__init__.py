@@ -9,6 +9,7 @@ from scrapers.fhir_valueset import FhirValueSet
 from scrapers.iso_countries import IsoCountries
 from scrapers.json_api import JsonApi
 from scrapers.nhs_dd import NhsDataDictionary
+from scrapers.static_list import StaticList
 
 SOURCES: dict[str, Source] = {
     source.kind: source
@@ -21,6 +22,7 @@ SOURCES: dict[str, Source] = {
         CsvFile(),
         ArcGis(),
         IsoCountries(),
+        StaticList(),
     )
 }
 

@@ -31,7 +31,7 @@ class Validators:
 
     etag: str | None = None
     last_modified: str | None = None
-    token: str | None = None  # a source's own "unchanged" proof (resource hash, expansion id), see Source.probe
+    token: str | None = None  # a source's own proof of "unchanged" (resource hash, expansion id), see kept_validators
 
 
 @dataclass

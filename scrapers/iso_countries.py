@@ -1,21 +1,19 @@
 """ISO 3166-1 countries from the ``pycountry`` package: a reference list that needs no network.
 
-The list changes only when the installed package's data does: the data's hash is the source token,
-so an unchanged package is ``unchanged`` without building the list. ``url`` is only the reference
+The list changes only when the installed package's data does: the same package gives the same
+content hash, so a re-sync is ``unchanged`` with no version bump. ``url`` is only the reference
 address stored with the dataset (e.g. the ISO 3166 page); nothing is fetched from it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from importlib.metadata import version
 from typing import Literal
 
 import pycountry
 
 from scrapers.base import Source, SourceEntry, SourceParams
-from scrapers.http import Document, HttpClient, NotModified, Validators
+from scrapers.http import Document, HttpClient, Validators
 from scrapers.json_api import load_json
 from scrapers.normalise import RawOption
 
@@ -37,10 +35,7 @@ class IsoCountries(Source):
             for country in pycountry.countries
         ]
         body = json.dumps(rows, ensure_ascii=False).encode("utf-8")
-        token = hashlib.sha256(body).hexdigest()
-        if validators and validators.token == token:
-            raise NotModified(entry.url, f"ISO 3166 data unchanged (pycountry {version('pycountry')})")
-        return [Document(entry.url, body, "application/json", "utf-8", Validators(token=token))]
+        return [Document(entry.url, body, "application/json", "utf-8")]
 
     def parse(self, entry: SourceEntry, documents: list[Document]) -> list[RawOption]:
         return [RawOption(code=code, label=label) for code, label in load_json(documents[0])]

@@ -92,7 +92,7 @@ def test_check_a_missing_file(tmp_path: Path) -> None:
 
 def test_check_uses_the_configured_catalogue(tmp_path: Path) -> None:
     result = datasync({"DATASYNC_CATALOGUE": str(EXAMPLES)}, "catalogue", "check")
-    assert result.returncode == 0 and "8 datasets" in result.stdout
+    assert result.returncode == 0 and "9 datasets" in result.stdout
 
 
 def test_discover_prints_ready_to_paste_entries_for_new_code_lists(dictionary: Upstream, tmp_path: Path) -> None:

@@ -71,6 +71,7 @@ def expected_options(key: str) -> dict[str, str]:
         },
         "local_authority_districts": lambda: {row["LAD23CD"]: row["LAD23NM"] for row in DISTRICTS},
         "iso_countries": lambda: {country.alpha_2: country.name for country in pycountry.countries},
+        "uk_countries": lambda: {"ENG": "England", "NIR": "Northern Ireland", "SCT": "Scotland", "WLS": "Wales"},
     }
     return by_kind[key]()
 
