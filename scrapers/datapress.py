@@ -47,7 +47,7 @@ class DataPress(Source):
         params: DataPressParams = entry.params
         dataset = self._get(entry, http, entry.url, self.accept)
         resource_id, resource = choose_resource(dataset, params.resource_id)
-        token = f"{resource_id}:{resource['hash']}:{resource['size']}"
+        token = ":".join(str(part)[:80] for part in (resource_id, resource["hash"], resource["size"]))
         if validators and validators.token == token:
             raise NotModified(entry.url, f"DataPress resource {resource_id!r} unchanged (same hash and size)")
         file = self._get(entry, http, resource["url"], "text/csv, */*;q=0.1")
