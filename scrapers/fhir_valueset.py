@@ -118,17 +118,22 @@ class FhirValueSet(Source):
         """One page; a 401 renews the token once; an error's OperationOutcome becomes its message."""
         params: FhirValueSetParams = entry.params
         url = f"{entry.url}&count={count}&offset={offset}"
-        for renew in (False, True):
-            headers = {"Authorization": f"Bearer {params.oauth.bearer(http, renew=renew)}"} if params.oauth else {}
+        try:
             try:
-                document = http.get(url, allowed_hosts=entry.allowed_hosts, headers=headers, accept=ACCEPT)
+                document = self._get(entry, http, url, renew=False)
             except SyncError as error:
-                if error.kind == "http_401" and params.oauth and not renew:
-                    continue
-                raise _explained(error, params) from error
-            _expect_value_set(document)
-            return document
-        raise AssertionError("unreachable: the second attempt returns or raises")
+                if error.kind != "http_401" or params.oauth is None:
+                    raise
+                document = self._get(entry, http, url, renew=True)  # the server may have dropped the token
+        except SyncError as error:
+            raise _explained(error, params) from error
+        _expect_value_set(document)
+        return document
+
+    def _get(self, entry: SourceEntry, http: HttpClient, url: str, *, renew: bool) -> Document:
+        oauth = entry.params.oauth
+        headers = {"Authorization": f"Bearer {oauth.bearer(http, renew=renew)}"} if oauth else {}
+        return http.get(url, allowed_hosts=entry.allowed_hosts, headers=headers, accept=ACCEPT)
 
 
 def expansion_token(document: Document) -> str | None:
