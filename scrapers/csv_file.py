@@ -67,6 +67,9 @@ def parse_csv(document: Document, params: CsvColumns) -> list[RawOption]:
         raise PermanentError("empty", f"{document.url}: the CSV file has no header row")
     header = [name.strip() for name in first]
     params.fields.check(header, f"{document.url}: the CSV header")
+    twice = [name for name in params.fields.needed if header.count(name) > 1]
+    if twice:
+        raise PermanentError("bad_csv", f"{document.url}: column(s) {', '.join(map(repr, twice))} appear more than once")
     options = []
     for line, row in rows:
         if len(row) != len(header):

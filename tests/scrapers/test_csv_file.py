@@ -128,3 +128,11 @@ def test_exactly_one_label_setting() -> None:
         CsvColumns(code_column="code", label_column="a", label_template="{b}")
     with pytest.raises(ValueError, match="at least one field"):
         CsvColumns(code_column="code", label_template="no fields")
+
+
+def test_a_named_column_that_appears_twice_is_ambiguous(apis: ApiUpstream, http: HttpClient) -> None:
+    url = publish(apis, b"code,name,name\r\nA,Alpha,Other\r\n", "twice.csv")
+    with pytest.raises(PermanentError) as caught:
+        rows(KIND, entry(KIND, url, code_column="code", label_column="name"), http)
+    assert caught.value.kind == "bad_csv"
+    assert "'name' appear more than once" in str(caught.value)
