@@ -69,7 +69,8 @@ def parse_csv(document: Document, params: CsvColumns) -> list[RawOption]:
     params.fields.check(header, f"{document.url}: the CSV header")
     twice = [name for name in params.fields.needed if header.count(name) > 1]
     if twice:
-        raise PermanentError("bad_csv", f"{document.url}: column(s) {', '.join(map(repr, twice))} appear more than once")
+        names = ", ".join(map(repr, twice))
+        raise PermanentError("bad_csv", f"{document.url}: column(s) {names} appear more than once")
     options = []
     for line, row in rows:
         if len(row) != len(header):
