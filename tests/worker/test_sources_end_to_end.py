@@ -34,6 +34,7 @@ from tests.upstream import Upstream
 from worker.catalogue import Catalogue, CatalogueError, load_catalogue
 from worker.context import SyncContext
 from worker.pipeline import sync_dataset
+from worker.review import accept
 from worker.settings import REPO_ROOT, Settings
 
 EXAMPLES = REPO_ROOT / "examples" / "catalogue.toml"
@@ -282,3 +283,23 @@ def test_entries_that_are_not_this_kind_fail_on_load(tmp_path: Path) -> None:
     with pytest.raises(CatalogueError) as caught:
         load_catalogue(bad)
     assert "(key 'london_boroughs_datastore'): field 'url': must be a DataPress dataset URL" in str(caught.value)
+
+
+def test_a_held_change_keeps_no_token_and_accept_applies_the_new_file(
+    examples: Catalogue, sqlite_kinds_ctx: SyncContext, apis: ApiUpstream
+) -> None:
+    """'Unchanged' means 'equal to the last *applied* download': a held file is fetched again."""
+    entry = examples.by_key()["london_boroughs_datastore"]
+    assert sync_dataset(entry, sqlite_kinds_ctx, trigger="manual").status == "created"
+    url = apis.datapress.datasets["2k4x9"]["resources"]["k93"]["url"]
+    apis.datapress.replace_file(url, b"code,name\r\nE09000004,Bexley\r\n")  # every old code gone: held
+    assert sync_dataset(entry, sqlite_kinds_ctx, trigger="manual").status == "held"
+    downloads = len(apis.hits(FILES))
+    assert sync_dataset(entry, sqlite_kinds_ctx, trigger="manual").status == "held"
+    assert len(apis.hits(FILES)) == downloads + 1
+    assert accept(sqlite_kinds_ctx, entry.key).status == "updated"
+    assert stored(sqlite_kinds_ctx, entry.key).options == {"E09000004": "Bexley"}
+    assert sync_dataset(entry, sqlite_kinds_ctx, trigger="manual").status == "unchanged"  # full download, same hash
+    assert len(apis.hits(FILES)) == downloads + 2
+    assert sync_dataset(entry, sqlite_kinds_ctx, trigger="manual").warnings[0].endswith("(same hash and size)")
+    assert len(apis.hits(FILES)) == downloads + 2
