@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 from pydantic import Field, field_validator, model_validator
 
-from scrapers.base import Source, SourceEntry, SourceParams
+from scrapers.base import Source, SourceEntry, SourceParams, source_token
 from scrapers.errors import PermanentError
 from scrapers.http import Document, HttpClient, NotModified, Validators
 from scrapers.json_api import load_json
@@ -60,9 +60,10 @@ class ArcGis(Source):
     def fetch(self, entry: SourceEntry, http: HttpClient, validators: Validators | None) -> list[Document]:
         """The layer's edit date, then every page of features unless that date is the stored one."""
         params: ArcGisParams = entry.params
-        token = self._last_edit(entry, http)
+        edited = self._last_edit(entry, http)
+        token = source_token(entry, edited)
         if token is not None and validators and validators.token == token:
-            raise NotModified(entry.url, f"ArcGIS layer not edited since {token} (editingInfo.lastEditDate)")
+            raise NotModified(entry.url, f"ArcGIS layer not edited since {edited} (editingInfo.lastEditDate)")
         pages = [self._page(entry, http, 0)]
         while _more(pages[-1]):
             if len(pages) >= params.max_pages:

@@ -7,6 +7,7 @@ so adding a kind means adding one module here and registering it in ``scrapers/_
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Protocol
 
@@ -77,6 +78,16 @@ class Source(ABC):
     @abstractmethod
     def parse(self, entry: SourceEntry, documents: list[Document]) -> list[RawOption]:
         """Rows in source order; raise ``PermanentError`` when the documents hold no list."""
+
+
+def source_token(entry: SourceEntry, upstream: str | None) -> str | None:
+    """The upstream's proof of "unchanged", tied to the entry: after an edit of the entry (another
+    column, another code system) the list is fetched in full even when the upstream did not move."""
+    if upstream is None:
+        return None
+    params = entry.params.model_dump_json() if isinstance(entry.params, BaseModel) else repr(entry.params)
+    keys = hashlib.sha256(f"{entry.url}\n{params}".encode()).hexdigest()[:16]
+    return f"{upstream}|{keys}"
 
 
 def require_text(document: Document) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
-from scrapers.base import Source, SourceEntry
+from scrapers.base import Source, SourceEntry, source_token
 from scrapers.csv_file import CsvColumns, parse_csv
 from scrapers.errors import PermanentError, SyncError
 from scrapers.http import Document, HttpClient, NotModified, Validators, host_of
@@ -47,7 +47,9 @@ class DataPress(Source):
         params: DataPressParams = entry.params
         dataset = self._get(entry, http, entry.url, self.accept)
         resource_id, resource = choose_resource(dataset, params.resource_id)
-        token = ":".join(str(part)[:80] for part in (resource_id, resource["hash"], resource["size"]))
+        token = source_token(
+            entry, ":".join(str(part)[:70] for part in (resource_id, resource["hash"], resource["size"]))
+        )
         if validators and validators.token == token:
             raise NotModified(entry.url, f"DataPress resource {resource_id!r} unchanged (same hash and size)")
         file = self._get(entry, http, resource["url"], "text/csv, */*;q=0.1")

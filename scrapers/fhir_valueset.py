@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from scrapers.base import Source, SourceEntry, SourceParams
+from scrapers.base import Source, SourceEntry, SourceParams, source_token
 from scrapers.errors import PermanentError, SyncError, TransientError
 from scrapers.http import Document, HttpClient, NotModified, Validators
 from scrapers.json_api import load_json
@@ -74,7 +74,7 @@ class FhirValueSet(Source):
         params: FhirValueSetParams = entry.params
         if validators and validators.token:
             probe = self._page(entry, http, 0, 0)
-            if expansion_token(probe) == validators.token:
+            if source_token(entry, expansion_token(probe)) == validators.token:
                 raise NotModified(entry.url, "FHIR expansion unchanged (same value set version and expansion)")
         pages = [self._page(entry, http, 0, params.page_size)]
         _check_offset(pages[0], 0)
@@ -94,7 +94,7 @@ class FhirValueSet(Source):
             pages.append(page)
         if fetched != total:
             raise PermanentError("bad_page", f"{pages[-1].url}: {fetched} concepts, but expansion.total is {total}")
-        pages[0].validators = Validators(token=expansion_token(pages[0]))
+        pages[0].validators = Validators(token=source_token(entry, expansion_token(pages[0])))
         return pages
 
     def secrets(self, entry: SourceEntry) -> list[str]:

@@ -295,6 +295,14 @@ def test_a_new_value_set_version_is_fetched_in_full(apis: ApiUpstream, http: Htt
     assert FhirValueSet().kept_validators(documents).token not in (None, token)
 
 
+def test_a_new_system_filter_is_fetched_in_full(apis: ApiUpstream, http: HttpClient) -> None:
+    """The token belongs to the entry too: editing the entry never leaves the old list in place."""
+    token = FhirValueSet().kept_validators(fetch(KIND, fhir_entry(ETHNIC, system=ENGLAND), http)).token
+    wales = "https://fhir.hl7.org.uk/CodeSystem/UKCore-EthnicCategoryWales"
+    documents = fetch(KIND, fhir_entry(ETHNIC, system=wales), http, Validators(token=token))
+    assert ("T", "Arab") in pairs(FhirValueSet().parse(fhir_entry(ETHNIC, system=wales), documents))
+
+
 def test_without_version_or_identifier_there_is_no_token(apis: ApiUpstream, http: HttpClient) -> None:
     value_set = apis.fhir.value_sets[SMOKING["url"]]
     del value_set["version"], value_set["expansion"]["identifier"]
