@@ -103,7 +103,12 @@ class FhirValueSet(Source):
 
     def parse(self, entry: SourceEntry, documents: list[Document]) -> list[RawOption]:
         params: FhirValueSetParams = entry.params
-        concepts = [(document.url, concept) for document in documents for concept in _flatten(_contains(document))]
+        concepts = [
+            (document.url, concept)
+            for document in documents
+            for concept in _flatten(_contains(document))
+            if concept.get("abstract") is not True
+        ]
         if params.system is not None:
             concepts = [(url, concept) for url, concept in concepts if concept.get("system") == params.system]
             if not concepts:
@@ -112,7 +117,7 @@ class FhirValueSet(Source):
                     "no_concepts", f"{entry.url}: no concept in system {params.system!r}; it has {', '.join(systems)}"
                 )
         _check_one_system_per_code(entry.url, [concept for _, concept in concepts])
-        return [_option(url, concept) for url, concept in concepts if concept.get("abstract") is not True]
+        return [_option(url, concept) for url, concept in concepts]
 
     def _page(self, entry: SourceEntry, http: HttpClient, offset: int, count: int) -> Document:
         """One page; a 401 renews the token once; an error's OperationOutcome becomes its message."""
