@@ -114,12 +114,17 @@ def choose_resource(dataset: Document, resource_id: str | None) -> tuple[str, di
             problem = "no CSV resource" if not chosen else "several CSV resources, set resource_id"
             raise PermanentError("ambiguous_resource", f"{dataset.url}: {problem}; it has {listing}")
     resource = resources[chosen[0]]
-    missing = [name for name in ("url", "hash", "size") if not isinstance(resource, dict) or resource.get(name) is None]
+    missing = [name for name, kind in (("url", str), ("hash", str), ("size", int)) if not _has(resource, name, kind)]
     if missing:
         raise PermanentError(
-            "unexpected_shape", f"{dataset.url}: resource {chosen[0]!r} has no {', '.join(map(repr, missing))}"
+            "unexpected_shape", f"{dataset.url}: resource {chosen[0]!r} has no valid {', '.join(map(repr, missing))}"
         )
     return chosen[0], resource
+
+
+def _has(resource: Any, name: str, kind: type) -> bool:
+    value = resource.get(name) if isinstance(resource, dict) else None
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def _format(resource: Any) -> str:

@@ -208,7 +208,9 @@ def test_a_redirect_to_an_unlisted_host_is_refused(apis: ApiUpstream, http: Http
     ("change", "expected"),
     [
         (lambda d: d.pop("resources"), "not a DataPress dataset (no 'resources' object)"),
-        (lambda d: d["resources"]["k93"].pop("hash"), "resource 'k93' has no 'hash'"),
+        (lambda d: d["resources"]["k93"].pop("hash"), "resource 'k93' has no valid 'hash'"),
+        (lambda d: d["resources"]["k93"].update(size="1337"), "resource 'k93' has no valid 'size'"),
+        (lambda d: d["resources"]["k93"].update(url=None), "resource 'k93' has no valid 'url'"),
         (lambda d: d["resources"].clear(), "no CSV resource; it has none"),
     ],
 )
