@@ -8,6 +8,7 @@ so adding a kind means adding one module here and registering it in ``scrapers/_
 from __future__ import annotations
 
 import hashlib
+import os
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Protocol
 
@@ -71,9 +72,13 @@ class Source(ABC):
         the first one (a resource hash, an expansion identifier: ``Validators.token``)."""
         return documents[0].validators if len(documents) == 1 else Validators(token=documents[0].validators.token)
 
-    def secrets(self, entry: SourceEntry) -> list[str]:
-        """Values that must never appear in logs, errors or ``sync_runs``."""
+    def credential_variables(self, entry: SourceEntry) -> list[str]:
+        """Environment variables the entry's credentials come from (``datasync catalogue check`` notes unset ones)."""
         return []
+
+    def secrets(self, entry: SourceEntry) -> list[str]:
+        """Values that must never appear in logs, errors or ``sync_runs``: every credential's value."""
+        return [value for name in self.credential_variables(entry) if (value := os.environ.get(name))]
 
     @abstractmethod
     def parse(self, entry: SourceEntry, documents: list[Document]) -> list[RawOption]:

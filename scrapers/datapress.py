@@ -68,9 +68,9 @@ class DataPress(Source):
             )
         return {"Authorization": key}
 
-    def secrets(self, entry: SourceEntry) -> list[str]:
+    def credential_variables(self, entry: SourceEntry) -> list[str]:
         params: DataPressParams = entry.params
-        return [key] if (key := os.environ.get(params.api_key_env or "")) else []
+        return [params.api_key_env] if params.api_key_env else []
 
     def parse(self, entry: SourceEntry, documents: list[Document]) -> list[RawOption]:
         return parse_csv(documents[-1], entry.params)

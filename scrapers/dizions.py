@@ -83,9 +83,9 @@ class Dizions(Source):
             )
         return {header: os.environ[env] for header, env in params.auth_headers.items()}
 
-    def secrets(self, entry: SourceEntry) -> list[str]:
+    def credential_variables(self, entry: SourceEntry) -> list[str]:
         params: DizionsParams = entry.params
-        return [value for env in params.auth_headers.values() if (value := os.environ.get(env, ""))]
+        return list(params.auth_headers.values())
 
     def parse(self, entry: SourceEntry, documents: list[Document]) -> list[RawOption]:
         params: DizionsParams = entry.params

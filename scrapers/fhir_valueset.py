@@ -97,9 +97,14 @@ class FhirValueSet(Source):
         pages[0].validators = Validators(token=source_token(entry, expansion_token(pages[0])))
         return pages
 
+    def credential_variables(self, entry: SourceEntry) -> list[str]:
+        oauth = entry.params.oauth
+        return [oauth.client_id_env, oauth.client_secret_env] if oauth else []
+
     def secrets(self, entry: SourceEntry) -> list[str]:
-        params: FhirValueSetParams = entry.params
-        return params.oauth.secrets() if params.oauth else []
+        """The credentials and any token obtained with them."""
+        oauth = entry.params.oauth
+        return oauth.secrets() if oauth else []
 
     def parse(self, entry: SourceEntry, documents: list[Document]) -> list[RawOption]:
         params: FhirValueSetParams = entry.params

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -11,8 +12,9 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from scrapers import SOURCES
 from scrapers.errors import SyncError, redact
-from worker.catalogue import CatalogueError, catalogue_problems, load_catalogue
+from worker.catalogue import CatalogueEntry, CatalogueError, catalogue_problems, load_catalogue
 from worker.context import SyncContext, throttle_for
 from worker.discover import NHS_DD_INDEX, discover_nhs_dd
 from worker.settings import get_settings
@@ -35,9 +37,22 @@ def check_command(
         err.print(Text("error: ", style="bold red") + Text(problem))
     if problems:
         raise typer.Exit(2)
-    kinds = Counter(entry.source for entry in load_catalogue(target).entries)
+    entries = load_catalogue(target).entries
+    kinds = Counter(entry.source for entry in entries)
     summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
     out.print(f"{target}: {sum(kinds.values())} datasets, all valid ({summary})")
+    for variable, keys in unset_credentials(entries).items():
+        err.print(f"note: environment variable {variable} is not set here (credentials of {', '.join(keys)})")
+
+
+def unset_credentials(entries: tuple[CatalogueEntry, ...]) -> dict[str, list[str]]:
+    """Credential variables the entries name that this environment lacks, with the keys needing them."""
+    unset: dict[str, list[str]] = {}
+    for entry in entries:
+        for variable in SOURCES[entry.source].credential_variables(entry):
+            if not os.environ.get(variable):
+                unset.setdefault(variable, []).append(entry.key)
+    return unset
 
 
 @catalogue_app.command("discover")

@@ -84,6 +84,17 @@ def test_check_lists_every_located_problem_and_exits_2(tmp_path: Path) -> None:
     assert "entry 7 (key 'local_authority_districts'): field 'code_field': Field required" in lines[2]
 
 
+def test_check_notes_credential_variables_that_are_not_set() -> None:
+    result = datasync({"CHARITYLOG_ORG_KEY": "set-here"}, "catalogue", "check", str(EXAMPLES))
+    assert result.returncode == 0
+    notes = result.stderr.strip().splitlines()
+    assert "note: environment variable NHS_TERMINOLOGY_CLIENT_ID is not set here (credentials of " in notes[0]
+    assert "ukcore_ethnic_category_england" in notes[0]
+    assert any("CHARITYLOG_SOURCE_KEY" in line for line in notes)
+    assert not any("CHARITYLOG_ORG_KEY" in line for line in notes)
+    assert "set-here" not in result.stdout + result.stderr
+
+
 def test_check_a_missing_file(tmp_path: Path) -> None:
     result = datasync({}, "catalogue", "check", str(tmp_path / "nope.toml"))
     assert result.returncode == 2
