@@ -13,6 +13,9 @@ One threaded server answers for every host below (paths mirror the real hosts, s
   paged with ``resultOffset`` / ``exceededTransferLimit``.
 
 Tests change the state (``fhir``, ``charitylog``, ``datapress``, ``arcgis``) and read ``requests``.
+
+Run it by hand to try ``examples/catalogue.toml``: ``python -m tests.api_upstream`` serves every
+example upstream (this one and ``tests/upstream.py``'s files) and prints the environment to use.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tests.upstream import Scripted
+from tests.api_examples import EXAMPLE_SECRETS, seed_examples
+from tests.upstream import Scripted, Upstream
 
 FHIR_HOST = "ontology.nhs.uk"
 FHIR_BASE = f"https://{FHIR_HOST}/production1/fhir"
@@ -350,3 +354,17 @@ def _handler_for(upstream: ApiUpstream) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(reply.body)
 
     return Handler
+
+
+def main() -> None:
+    with Upstream() as files, ApiUpstream() as apis:
+        seed_examples(apis)
+        print(f"export DATASYNC_URL_REWRITES='{files.rewrites()},{apis.rewrites()}'")
+        for name, value in EXAMPLE_SECRETS.items():
+            print(f"export {name}='{value}'")
+        print("datasync sync --catalogue examples/catalogue.toml", flush=True)
+        apis.thread.join()
+
+
+if __name__ == "__main__":
+    main()

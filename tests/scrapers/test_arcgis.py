@@ -11,22 +11,15 @@ import pytest
 from scrapers.arcgis import ArcGis
 from scrapers.errors import PermanentError
 from scrapers.http import HttpClient, NotModified, Validators
+from tests.api_examples import ARCGIS_SERVICE
+from tests.api_examples import LAD_DISTRICTS as DISTRICTS
 from tests.api_upstream import ARCGIS_SERVICES, ApiUpstream
 from tests.scrapers.sources_helpers import Entry, client, entry, fetch, pairs, rows
 from tests.upstream import Scripted
 
 KIND = "arcgis"
-SERVICE = "Local_Authority_Districts_December_2023_Boundaries_UK_BUC"
+SERVICE = ARCGIS_SERVICE
 LAYER = f"{ARCGIS_SERVICES}/{SERVICE}/FeatureServer/0"
-DISTRICTS = [
-    {"FID": 1, "LAD23CD": "E06000001", "LAD23NM": "Hartlepool", "LAD23NMW": " "},
-    {"FID": 2, "LAD23CD": "E06000002", "LAD23NM": "Middlesbrough", "LAD23NMW": " "},
-    {"FID": 3, "LAD23CD": "E06000003", "LAD23NM": "Redcar and Cleveland", "LAD23NMW": " "},
-    {"FID": 4, "LAD23CD": "E06000004", "LAD23NM": "Stockton-on-Tees", "LAD23NMW": " "},
-    {"FID": 5, "LAD23CD": "E06000005", "LAD23NM": "Darlington", "LAD23NMW": " "},
-    {"FID": 361, "LAD23CD": "W06000001", "LAD23NM": "Isle of Anglesey", "LAD23NMW": "Ynys Môn"},
-    {"FID": 362, "LAD23CD": "W06000002", "LAD23NM": "Gwynedd", "LAD23NMW": "Gwynedd"},
-]
 
 
 @pytest.fixture

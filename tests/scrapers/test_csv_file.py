@@ -9,17 +9,12 @@ import pytest
 from scrapers.csv_file import CsvColumns
 from scrapers.errors import PermanentError
 from scrapers.http import HttpClient
+from tests.api_examples import WARDS
 from tests.api_upstream import DATAPRESS_HOST, ApiUpstream
 from tests.scrapers.sources_helpers import client, entry, pairs, rows
 from tests.upstream import Scripted
 
 KIND = "csv"
-WARDS = (
-    "\ufeffward_code,ward_name,borough_name\r\n"
-    'E05013970,"Barnet Vale",Barnet\r\n'
-    'E05013971,"Brunswick Park",Barnet\r\n'
-    'E05000026,"Abbey, ""Old"" Town",Barking and Dagenham\r\n'
-)
 
 
 @pytest.fixture

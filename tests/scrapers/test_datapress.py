@@ -10,44 +10,12 @@ import pytest
 from scrapers.datapress import DataPress
 from scrapers.errors import PermanentError
 from scrapers.http import HttpClient, NotModified, Validators
+from tests.api_examples import BOROUGHS, dataset_document
 from tests.api_upstream import DATAPRESS_HOST, STORAGE_HOST, ApiUpstream
 from tests.scrapers.sources_helpers import Entry, client, entry, fetch, pairs, rows
 
 KIND = "datapress"
 KEY = "dp-key-7f3a9c1e5b"
-BOROUGHS = (
-    "\ufeffcode,name,inner_outer\r\n"
-    "E09000002,Barking and Dagenham,Outer London\r\n"
-    'E09000003,Barnet,"Outer London"\r\n'
-    '"E09000001","City of London","Inner London"\r\n'
-).encode("utf-8")
-
-
-def dataset_document(dataset_id: str, sharing: str = "public") -> dict[str, Any]:
-    """A dataset document shaped as seed 003 documents it (resources added by the test)."""
-    return {
-        "id": dataset_id,
-        "title": "London Borough Codes",
-        "description": "<p>Borough codes</p>",
-        "descriptionText": "Borough codes",
-        "tags": ["boroughs"],
-        "topics": ["council-and-democracy"],
-        "licence": {
-            "url": "https://www.nationalarchives.gov.uk/doc/open-government-licence/version/3/",
-            "title": "UK Open Government Licence (OGL v3)",
-        },  # fmt: skip
-        "custom": {},
-        "resources": {},
-        "links": {},
-        "team": "vrv65",
-        "sharing": sharing,
-        "collaborators": [],
-        "readusers": [],
-        "readteams": [],
-        "createdAt": "2019-02-05T16:34:18.000Z",
-        "updatedAt": "2025-01-21T16:10:03.385Z",
-        "site": "london",
-    }
 
 
 @pytest.fixture

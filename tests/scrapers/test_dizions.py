@@ -10,6 +10,7 @@ import pytest
 from scrapers.dizions import Dizions, DizionsParams
 from scrapers.errors import PermanentError
 from scrapers.http import HttpClient, NotModified
+from tests.api_examples import CHARITYLOG_DISTRICTS as DISTRICTS
 from tests.api_upstream import DIZIONS_BASE, ApiUpstream
 from tests.scrapers.sources_helpers import Entry, client, entry, fetch, pairs, rows
 from tests.upstream import Scripted
@@ -17,7 +18,6 @@ from tests.upstream import Scripted
 KIND = "dizions"
 CREDENTIALS = {"Source": "src-key-from-sms-8842", "Org": "org-live-1192", "User": "user-3321"}
 HEADERS = {"Source": "CHARITYLOG_SOURCE", "Org": "CHARITYLOG_ORG", "User": "CHARITYLOG_USER"}
-DISTRICTS = {"1": "Barnet", "2": "Camden", "3": "Enfield", "10": "Haringey"}
 PROJECTS = [{"id": 5, "name": "Befriending"}, {"id": 12, "name": "Carers' Support"}, {"id": 31, "name": "Advocacy"}]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -15,14 +14,11 @@ from scrapers.errors import PermanentError, TransientError
 from scrapers.fhir_valueset import FhirValueSet
 from scrapers.http import HttpClient, NotModified, Validators
 from scrapers.oauth import ClientCredentials
+from tests.api_examples import ENGLAND, ETHNIC, SMOKING
 from tests.api_upstream import FHIR_BASE, TOKEN_URL, ApiUpstream
 from tests.scrapers.sources_helpers import Entry, client, entry, fetch, pairs, rows
 from tests.upstream import Scripted
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "apis"
-ETHNIC = json.loads((FIXTURES / "ukcore_ethnic_category.valueset.json").read_text(encoding="utf-8"))
-SMOKING = json.loads((FIXTURES / "ips_current_smoking_status.valueset.json").read_text(encoding="utf-8"))
-ENGLAND = "https://fhir.hl7.org.uk/CodeSystem/UKCore-EthnicCategoryEngland"
 KIND = "fhir_valueset"
 
 

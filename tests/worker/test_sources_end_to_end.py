@@ -6,7 +6,6 @@ The upstreams are real local servers: ``tests/upstream.py`` for the NHS Data Dic
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -23,13 +22,10 @@ from models.schema import Dataset, SyncRun
 from models.upsert import load_dataset
 from scrapers import SOURCES
 from scrapers.oauth import ClientCredentials
+from tests.api_examples import ARCGIS_SERVICE as SERVICE
+from tests.api_examples import CHARITYLOG_DISTRICTS, ENGLAND, ETHNIC, EXAMPLE_SECRETS, LAD_DISTRICTS, seed_examples
 from tests.api_upstream import TOKEN_URL, ApiUpstream
 from tests.conftest import expected_result
-from tests.scrapers.test_arcgis import DISTRICTS, SERVICE
-from tests.scrapers.test_csv_file import WARDS
-from tests.scrapers.test_datapress import BOROUGHS, dataset_document
-from tests.scrapers.test_dizions import DISTRICTS as CHARITYLOG_DISTRICTS
-from tests.scrapers.test_fhir_valueset import ETHNIC
 from tests.upstream import Upstream
 from worker.catalogue import Catalogue, CatalogueError, load_catalogue
 from worker.context import SyncContext
@@ -41,14 +37,6 @@ EXAMPLES = REPO_ROOT / "examples" / "catalogue.toml"
 EXPAND = "https://ontology.nhs.uk/production1/fhir/ValueSet/$expand"
 QUERY = f"https://services1.arcgis.com/ESMARspQHYMw9BZ9/arcgis/rest/services/{SERVICE}/FeatureServer/0/query"
 FILES = "https://data.london.gov.uk/download/2k4x9/"
-ENGLAND = "https://fhir.hl7.org.uk/CodeSystem/UKCore-EthnicCategoryEngland"
-SECRETS = {
-    "NHS_TERMINOLOGY_CLIENT_ID": "datasync-prod-client",
-    "NHS_TERMINOLOGY_CLIENT_SECRET": "tS3cr3t-9f8e7d6c5b4a",
-    "CHARITYLOG_SOURCE_KEY": "src-4c1d-sms-rotated",
-    "CHARITYLOG_ORG_KEY": "org-live-77aa",
-    "CHARITYLOG_USER_KEY": "usr-branch-19",
-}
 
 
 def expected_options(key: str) -> dict[str, str]:
@@ -70,30 +58,11 @@ def expected_options(key: str) -> dict[str, str]:
             "E05013971": "Brunswick Park (Barnet)",
             "E05000026": 'Abbey, "Old" Town (Barking and Dagenham)',
         },
-        "local_authority_districts": lambda: {row["LAD23CD"]: row["LAD23NM"] for row in DISTRICTS},
+        "local_authority_districts": lambda: {row["LAD23CD"]: row["LAD23NM"] for row in LAD_DISTRICTS},
         "iso_countries": lambda: {country.alpha_2: country.name for country in pycountry.countries},
         "uk_countries": lambda: {"ENG": "England", "NIR": "Northern Ireland", "SCT": "Scotland", "WLS": "Wales"},
     }
     return by_kind[key]()
-
-
-def seed(apis: ApiUpstream) -> None:
-    """Every upstream the example catalogue reads, as its real counterpart would answer."""
-    apis.fhir.value_sets[ETHNIC["url"]] = copy.deepcopy(ETHNIC)
-    apis.fhir.clients[SECRETS["NHS_TERMINOLOGY_CLIENT_ID"]] = SECRETS["NHS_TERMINOLOGY_CLIENT_SECRET"]
-    apis.charitylog.dictionaries[("organisations", "district")] = CHARITYLOG_DISTRICTS
-    apis.charitylog.credentials = {
-        "Source": SECRETS["CHARITYLOG_SOURCE_KEY"],
-        "Org": SECRETS["CHARITYLOG_ORG_KEY"],
-        "User": SECRETS["CHARITYLOG_USER_KEY"],
-    }
-    apis.datapress.datasets["2k4x9"] = dataset_document("2k4x9")
-    apis.datapress.add_resource("2k4x9", "k93", BOROUGHS, "csv", title="boroughs")
-    apis.datapress.add_resource("2k4x9", "p07", b"%PDF-1.7\nguide", "pdf", title="guide", order=1)
-    apis.datapress.files["/download/london-wards/wards.csv"] = WARDS.encode("utf-8")
-    apis.arcgis.layers[SERVICE] = [dict(row) for row in DISTRICTS]
-    apis.arcgis.max_record_count = 3
-    apis.arcgis.last_edit[SERVICE] = 1706540000000
 
 
 @pytest.fixture
@@ -103,7 +72,7 @@ def examples() -> Catalogue:
 
 @pytest.fixture
 def credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in SECRETS.items():
+    for name, value in EXAMPLE_SECRETS.items():
         monkeypatch.setenv(name, value)
     oauth = ClientCredentials(TOKEN_URL, "NHS_TERMINOLOGY_CLIENT_ID", "NHS_TERMINOLOGY_CLIENT_SECRET")
     oauth.forget()
@@ -112,7 +81,7 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def context_for(store: str, upstream: Upstream, apis: ApiUpstream) -> SyncContext:
-    seed(apis)
+    seed_examples(apis)
     settings = Settings(
         database_url=store,
         url_rewrites=f"{upstream.rewrites()},{apis.rewrites()}",
@@ -237,11 +206,11 @@ def test_the_cli_syncs_every_kind_and_no_secret_appears_in_output_or_in_the_stor
 ) -> None:
     """Real CLI processes: every kind syncs; then a server that quotes the token it refuses, and a
     refused Charitylog Org key; no credential or token in stdout, stderr or ``sync_runs``."""
-    seed(apis)
+    seed_examples(apis)
     store = f"sqlite:///{tmp_path / 'store.db'}"
     env = {
         **{name: value for name, value in os.environ.items() if not name.startswith("DATASYNC_")},
-        **SECRETS,
+        **EXAMPLE_SECRETS,
         "DATASYNC_DATABASE_URL": store,
         "DATASYNC_URL_REWRITES": f"{upstream.rewrites()},{apis.rewrites()}",
         "DATASYNC_CATALOGUE": str(EXAMPLES),
@@ -278,7 +247,7 @@ def test_the_cli_syncs_every_kind_and_no_secret_appears_in_output_or_in_the_stor
     tokens = {headers["Authorization"].removeprefix("Bearer ") for _, headers in apis.hits(EXPAND)}
     assert len(tokens) >= 2  # the one that worked, and the ones the server quoted back
     haystacks = [run.stdout + run.stderr for run in runs] + rows
-    for secret in [*SECRETS.values(), *tokens]:
+    for secret in [*EXAMPLE_SECRETS.values(), *tokens]:
         assert not [text for text in haystacks if secret in text], secret
 
 
