@@ -173,11 +173,8 @@ def _store(
         )
         finish_run(session, run_id, outcome, started, now, options_before=result.options_before)
         finish_state(state, result.status, now)
-        state.etag, state.last_modified, state.source_token = (
-            validators.etag,
-            validators.last_modified,
-            validators.token,
-        )
+        state.etag, state.last_modified = validators.etag, validators.last_modified
+        state.source_token = validators.token
         state.rejected_hash = None
         clear_hold(state)
     return outcome
