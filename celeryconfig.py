@@ -60,10 +60,17 @@ beat_schedule = {
     # sync_runs grows by every attempt; trim it daily (RedBeat remembers the last run across restarts).
     "prune-runs": {"task": "datasync.prune_runs", "schedule": 24 * 3600, "options": {"expires": 3600}},
 }
+# Publishing new versions to the national data catalogue is opt-in; unchanged datasets cost no request.
+if _settings.publish_auto and _settings.publish_url:
+    beat_schedule["publish-new-versions"] = {
+        "task": "datasync.publish_new_versions",
+        "schedule": _settings.beat_interval_seconds,
+        "options": {"expires": _settings.beat_interval_seconds},
+    }
 # RedBeat keeps the schedule in Redis behind a lock, so a second beat started by mistake waits
 # instead of doubling every run; the lock outlives a few beat loops but not a long outage.
 beat_scheduler = "redbeat.RedBeatScheduler"
 redbeat_redis_url = broker_url
-redbeat_redis_options: dict = {}
+redbeat_redis_options: dict[str, object] = {}
 beat_max_loop_interval = 5
 redbeat_lock_timeout = 30

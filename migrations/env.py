@@ -14,7 +14,7 @@ from sqlalchemy import Connection, create_engine, make_url, pool, text
 
 from models.schema import Base
 
-url = context.config.get_main_option("sqlalchemy.url")
+url = context.config.get_main_option("sqlalchemy.url", "")
 MIGRATION_LOCK_ID = 0x64617461  # any fixed number: "data"
 
 

@@ -1,5 +1,4 @@
-"""The store: SQLAlchemy models, engine/session helpers and the upsert."""
+"""The store: SQLAlchemy models (``models.schema``), engine/session helpers and the upsert.
 
-from models.schema import Base, Dataset, DatasetVersion, SyncRun, SyncState
-
-__all__ = ["Base", "Dataset", "DatasetVersion", "SyncRun", "SyncState"]
+Nothing is imported here, so ``models.diff`` (used by the CLI's output) loads without SQLAlchemy.
+"""

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from models.datasets import DATASYNC_TABLE, DatasetTable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -38,7 +41,7 @@ def _create_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     # WAL keeps the file consistent for readers from other processes while a writer commits;
     # busy_timeout makes concurrent workers queue instead of failing with "database is locked".
     dbapi_connection.isolation_level = None
@@ -49,25 +52,37 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(connection) -> None:
+def _sqlite_begin_immediate(connection: Connection) -> None:
     # Take the write lock at BEGIN, so two processes never both read then fail to upgrade a lock.
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def session_factory(url: str) -> sessionmaker[Session]:
-    return sessionmaker(get_engine(url), expire_on_commit=False)
+def session_factory(url: str, datasets: DatasetTable = DATASYNC_TABLE) -> sessionmaker[Session]:
+    """Sessions on the store; each carries the profile's dataset table (``models.datasets.table_of``)."""
+    return sessionmaker(get_engine(url), expire_on_commit=False, info={"dataset_table": datasets})
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, datasets: DatasetTable = DATASYNC_TABLE) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["store_profile"] = datasets.profile
     return config
 
 
-def migrate(url: str) -> None:
-    """Bring the store's schema to the newest migration (safe to run any number of times)."""
-    command.upgrade(alembic_config(url), "head")
+def migrate(url: str, datasets: DatasetTable = DATASYNC_TABLE) -> None:
+    """Bring the store's schema to the newest migration (safe to run any number of times).
+
+    Under the ``checktick`` profile only datasync's bookkeeping tables are created; the
+    platform's dataset table is never touched.
+    """
+    command.upgrade(alembic_config(url, datasets), "head")
+
+
+def check_dataset_table(url: str, datasets: DatasetTable = DATASYNC_TABLE) -> None:
+    """Raise ``StoreMismatch`` unless the dataset table takes every column datasync writes."""
+    with get_engine(url).connect() as connection:
+        datasets.check(connection)
 
 
 def is_current(url: str) -> bool:

@@ -14,13 +14,14 @@ class OptionsDiff:
     reordered: bool = False
 
     @classmethod
-    def between(cls, old: dict[str, str], new: dict[str, str]) -> OptionsDiff:
+    def between(cls, old: dict[str, str], new: dict[str, str], *, compare_order: bool = True) -> OptionsDiff:
+        """``compare_order=False`` when ``old`` came back in an order that is not the source's (jsonb)."""
         common = [code for code in new if code in old]
         return cls(
             added={code: label for code, label in new.items() if code not in old},
             removed={code: label for code, label in old.items() if code not in new},
             relabelled={code: (old[code], new[code]) for code in common if old[code] != new[code]},
-            reordered=common != [code for code in old if code in new],
+            reordered=compare_order and common != [code for code in old if code in new],
         )
 
     @property

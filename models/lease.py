@@ -33,7 +33,7 @@ def acquire(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: 
     now = utcnow()
     with sessions.begin() as session:
         ensure_state(session, key)
-        taken = (
+        taken: bool = (
             session.execute(
                 update(SyncState)
                 .where(SyncState.dataset_key == key)
@@ -46,7 +46,7 @@ def acquire(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: 
                 )
                 .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_seconds))
                 .execution_options(synchronize_session=False)
-            ).rowcount
+            ).rowcount  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult
             == 1
         )
         if taken:

@@ -2,7 +2,9 @@
 
 ``datasets`` uses the platform's field names (seed 000) so the platform reads our rows unchanged.
 Everything datasync needs for itself (leases, validators, held changes, history) lives in
-separate tables, so the platform's table carries nothing it does not know.
+separate tables, so the platform's table carries nothing it does not know. Under the ``checktick``
+store profile ``datasets`` is not created at all: datasets live in the platform's own table
+(``models/datasets.py``) and only the bookkeeping tables here are datasync's.
 
 ``options`` is plain ``JSON`` (not ``JSONB``) on PostgreSQL on purpose: JSONB reorders object keys,
 and the source order of a code list is what the dropdown shows.
@@ -18,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from models.types import UTCDateTime, utcnow
 
-CATEGORIES = ("nhs_dd", "rcpch", "external_api", "reference", "user_created")
+CATEGORIES = ("nhs_dd", "rcpch", "external_api", "snomed", "reference", "user_created")
 SOURCE_TYPES = ("scrape", "api", "manual", "imported")
 TRIGGERS = ("cli", "schedule", "manual", "api")
 RUN_STATUSES = ("running", "created", "updated", "unchanged", "failed", "skipped", "held")
@@ -41,6 +43,7 @@ class Dataset(Base):
     is_global: Mapped[bool] = mapped_column(Boolean, default=True)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
     organization_id: Mapped[int | None] = mapped_column(Integer)
+    team_id: Mapped[int | None] = mapped_column(Integer)
     tags: Mapped[list[str]] = mapped_column(default=list)
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     format_pattern: Mapped[str | None] = mapped_column(String(100))
@@ -140,3 +143,25 @@ class DatasetVersion(Base):
     codes_added: Mapped[int] = mapped_column(Integer, default=0)
     codes_removed: Mapped[int] = mapped_column(Integer, default=0)
     codes_relabelled: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Publication(Base):
+    """datasync's record of one dataset in the national data catalogue (``datasync publish``).
+
+    ``record`` is the document the catalogue last accepted, so an unchanged dataset costs no
+    request; ``errors`` holds the last failure's located problems until a publish succeeds.
+    """
+
+    __tablename__ = "publications"
+
+    dataset_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    catalogue_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(16))
+    record: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    published_version: Mapped[int | None] = mapped_column(Integer)
+    published_at: Mapped[datetime | None]
+    attempted_at: Mapped[datetime | None]
+    rejected_version: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))

@@ -7,9 +7,12 @@ so adding a kind means adding one module here and registering it in ``scrapers/_
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
+import re
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -101,13 +104,92 @@ def require_text(document: Document) -> None:
         raise PermanentError("garbage", f"{document.url}: the body is binary, not text")
 
 
-def decode_text(document: Document) -> str:
-    """Decode by the declared charset, else UTF-8; a body that is not text is a clear error."""
+def decode_text(document: Document, charset: str | None = None) -> str:
+    """Decode strictly by ``charset`` (default: the declared one, else UTF-8); undecodable bytes are an error.
+
+    A wrong byte is never replaced by U+FFFD or read in another charset: a stored label must be
+    exactly what the source shows, so the error names where the bad bytes are instead.
+    """
+    decoded = decode_marked(document, charset)
+    if decoded.marker:
+        raise decoded.error("the body")
+    return decoded.text
+
+
+@dataclass(frozen=True)
+class MarkedText:
+    """A body decoded with every undecodable byte sequence replaced by ``marker`` (absent otherwise).
+
+    Parsers that can name a row use this: the marker survives parsing, so a row whose code or label
+    holds it is the row the bad bytes are in.
+    """
+
+    url: str
+    text: str
+    encoding: str
+    marker: str | None = None
+    bad_offset: int = -1
+    bad_count: int = 0
+
+    def error(self, where: str) -> PermanentError:
+        return PermanentError(
+            "decode",
+            f"{self.url}: {where} is not valid {self.encoding} text ({self.bad_count} undecodable byte "
+            f"sequence(s), the first at byte {self.bad_offset})",
+        )
+
+
+def decode_marked(document: Document, charset: str | None = None) -> MarkedText:
     require_text(document)
-    body = document.body
-    for encoding in filter(None, (document.charset, "utf-8-sig")):
-        try:
-            return body.decode(encoding)
-        except (UnicodeDecodeError, LookupError):
-            continue
-    raise PermanentError("decode", f"{document.url}: the body is not valid {document.charset or 'UTF-8'} text")
+    body, encoding = document.body, _known_codec(charset or document.charset) or "utf-8"
+    if encoding == "utf-8" and body.startswith(codecs.BOM_UTF8):
+        body = body[len(codecs.BOM_UTF8) :]
+    try:
+        return MarkedText(document.url, body.decode(encoding), encoding)
+    except UnicodeDecodeError as error:
+        bad_offset = error.start
+    text = body.decode(encoding, _MARK_ERRORS)
+    marker = next(chr(point) for point in range(0xF0000, 0xFFFFE) if chr(point) not in text)
+    count = text.count(_UNDECODABLE)
+    return MarkedText(document.url, text.replace(_UNDECODABLE, marker), encoding, marker, bad_offset, count)
+
+
+def html_charset(document: Document) -> str:
+    """The charset a browser would use: UTF-8 BOM, HTTP header, ``<meta>`` in the first 1 KB, else UTF-8.
+
+    Labels the WHATWG encoding standard maps to windows-1252 (latin-1, ASCII) are read as
+    windows-1252, as browsers do, so a curly quote in an "iso-8859-1" page is not a control character.
+    """
+    if document.body.startswith(codecs.BOM_UTF8):
+        return "utf-8"
+    declared = _known_codec(document.charset)
+    if declared is None and (meta := _META_CHARSET.search(document.body[:1024])):
+        declared = _known_codec(meta.group(1).decode("ascii"))
+        if declared and declared.startswith(("utf-16", "utf-32")):
+            declared = "utf-8"  # the bytes that say so are ASCII: a <meta> cannot declare UTF-16
+    if declared in ("iso8859-1", "ascii"):
+        return "cp1252"
+    return declared or "utf-8"
+
+
+def _known_codec(name: str | None) -> str | None:
+    if not name:
+        return None
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+_UNDECODABLE = "\ud800"  # a lone surrogate: no strict decoder produces one, so it only marks bad bytes
+_MARK_ERRORS = "datasync-mark-undecodable"
+
+
+def _mark_undecodable(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return _UNDECODABLE, error.end
+
+
+codecs.register_error(_MARK_ERRORS, _mark_undecodable)
+_META_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:-]+)", re.IGNORECASE)

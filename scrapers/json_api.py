@@ -94,7 +94,7 @@ def _next_page(document: Document) -> str | None:
 def _items(document: Document) -> list[Any]:
     payload = load_json(document)
     if isinstance(payload, dict) and isinstance(payload.get("results"), list):
-        return payload["results"]
+        return list(payload["results"])
     if isinstance(payload, list):
         return payload
     raise PermanentError(

@@ -14,7 +14,8 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from bs4 import BeautifulSoup, Comment, NavigableString, Tag
+from bs4 import BeautifulSoup, Comment, Tag
+from bs4.element import NavigableString, PageElement
 
 BLOCK_TAGS = frozenset(
     (
@@ -66,20 +67,21 @@ def html_to_text(node: Tag | str) -> str:
 
 
 def _render(node: Tag | NavigableString | str, pieces: list[str]) -> None:
-    if isinstance(node, Comment):
-        return
-    if isinstance(node, str):
-        pieces.append(str(node))
-        return
-    if node.name in INVISIBLE_TAGS:
-        return
-    block = node.name in BLOCK_TAGS
-    if block:
-        pieces.append(" ")
-    for child in node.children:
-        _render(child, pieces)
-    if block:
-        pieces.append(" ")
+    """Depth first with an explicit stack: markup nested thousands deep must not exhaust recursion."""
+    stack: list[PageElement | str] = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Comment):
+            continue
+        if isinstance(item, str):
+            pieces.append(str(item))
+            continue
+        if not isinstance(item, Tag) or item.name in INVISIBLE_TAGS:
+            continue
+        if item.name in BLOCK_TAGS:
+            pieces.append(" ")
+            stack.append(" ")
+        stack.extend(reversed(item.contents))
 
 
 def collapse_whitespace(text: str) -> str:
@@ -101,6 +103,8 @@ def _clean_once(text: str) -> str:
     if MARKUP.search(text):
         text = html_to_text(BeautifulSoup(text, "lxml"))
         text = MARKUP.sub("", text)
+    if text.isprintable():  # no control characters and no whitespace but spaces: nothing below would change
+        return collapse_whitespace(text)
     text = "".join(
         " " if char.isspace() else char
         for char in text

@@ -5,13 +5,16 @@ Paths mirror the real hosts (``/www.datadictionary.nhs.uk/data_elements/x.html``
 Last-Modified and honour conditional requests. Tests can replace a file's body, or queue scripted
 responses (status codes, redirects, slow or huge bodies) for a path.
 
-Run it by hand for a demo: ``python -m tests.upstream --port 8765`` prints the rewrite to use.
+Run it by hand for a demo: ``python -m tests.upstream --port 8765`` prints the rewrite to use;
+SIGINT or SIGTERM (Ctrl-C, ``kill %1``, ``kill $(cat FILE)`` with ``--pid-file FILE``) stops it.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
+import signal
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -156,11 +159,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--root", type=Path, default=FIXTURES)
+    parser.add_argument("--pid-file", type=Path, help="write this process's id here (removed on exit)")
     args = parser.parse_args()
+    stop = threading.Event()
+    # Explicit handlers: a shell starts background jobs with SIGINT ignored, so without them
+    # `kill -INT` (and Ctrl-C after `fg`) would do nothing.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     with Upstream(args.root, args.port) as upstream:
+        if args.pid_file:
+            args.pid_file.write_text(f"{os.getpid()}\n")
         print(f"serving {args.root} at {upstream.base_url}")
         print(f"export DATASYNC_URL_REWRITES='{upstream.rewrites()}'", flush=True)
-        upstream.thread.join()
+        try:
+            stop.wait()
+        finally:
+            if args.pid_file:
+                args.pid_file.unlink(missing_ok=True)
+    print("fixture upstream stopped", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,23 +8,38 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
+from models.datasets import DATASYNC_LIMITS, ProfileLimits
+from models.upsert import nhs_dd_page_id
+from publisher.defaults import PublishDefaults
 from scrapers import SOURCES
 from scrapers.base import SourceParams
 from scrapers.http import host_of
+from worker.problems import Problem, pointer
 
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 WINDOW_PATTERN = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+TOP_LEVEL_KEYS = frozenset({"datasets", "publish"})
 
 
 class CatalogueError(Exception):
-    """The catalogue cannot be used; the message says where and why."""
+    """The catalogue cannot be used; the message says where and why.
+
+    ``errors`` holds the same problems located by JSON pointers into the file (``/datasets/2/url``),
+    for ``--json`` output.
+    """
+
+    def __init__(self, message: str, errors: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.errors = tuple(errors)
 
 
 class _EntryFields(BaseModel):
@@ -33,7 +48,7 @@ class _EntryFields(BaseModel):
     key: str = Field(max_length=255)
     name: str = Field(min_length=1, max_length=255)
     description: str = ""
-    category: Literal["nhs_dd", "rcpch", "external_api", "reference"]
+    category: Literal["nhs_dd", "rcpch", "external_api", "reference", "snomed"]
     source: str
     url: str
     tags: tuple[str, ...] = ()
@@ -42,7 +57,17 @@ class _EntryFields(BaseModel):
     allowed_hosts: tuple[str, ...] = ()
     enabled: bool = True
     sync_window: str | None = None
-    organization_id: int | None = None
+    organization_id: int | None = Field(None, ge=1)
+    team_id: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> _EntryFields:
+        """The platform's constraints: an organisation or a team, not both; NHS DD lists stay global."""
+        if self.organization_id is not None and self.team_id is not None:
+            raise ValueError("give organization_id or team_id, not both")
+        if self.category == "nhs_dd" and (self.organization_id is not None or self.team_id is not None):
+            raise ValueError("an nhs_dd list is global: it cannot have an organization_id or team_id")
+        return self
 
     @field_validator("sync_window")
     @classmethod
@@ -89,6 +114,7 @@ class CatalogueEntry:
     sync_window: str | None
     params: SourceParams
     organization_id: int | None = None
+    team_id: int | None = None
 
     @property
     def source_type(self) -> str:
@@ -112,6 +138,7 @@ class CatalogueEntry:
 class Catalogue:
     path: Path
     entries: tuple[CatalogueEntry, ...]
+    publish: PublishDefaults = PublishDefaults()
 
     def by_key(self) -> dict[str, CatalogueEntry]:
         return {entry.key: entry for entry in self.entries}
@@ -121,7 +148,10 @@ class Catalogue:
         index = self.by_key()
         unknown = [key for key in keys or [] if key not in index]
         if unknown:
-            raise CatalogueError(f"{self.path}: no dataset with key {', '.join(map(repr, unknown))}")
+            raise CatalogueError(
+                f"{self.path}: no dataset with key {', '.join(map(repr, unknown))}",
+                [Problem("unknown_dataset", f"no dataset with key {key!r}", pointer("datasets")) for key in unknown],
+            )
         chosen = [index[key] for key in keys] if keys else [e for e in self.entries if e.enabled]
         return [entry for entry in chosen if category is None or entry.category == category]
 
@@ -137,50 +167,81 @@ def parse_window(text: str) -> tuple[time, time] | None:
     return (start, end) if start != end else None
 
 
-def load_catalogue(path: Path) -> Catalogue:
-    entries = [_entry(path, position, raw) for position, raw in enumerate(_raw_entries(path), start=1)]
+def load_catalogue(path: Path, limits: ProfileLimits = DATASYNC_LIMITS) -> Catalogue:
+    """The catalogue at ``path``, checked whole, including against the store profile's ``limits``."""
+    document, raw_entries = _read(path)
+    entries = [_entry(path, position, raw) for position, raw in enumerate(raw_entries, start=1)]
     _check_unique(path, entries)
-    return Catalogue(path, tuple(entries))
+    for position, entry in enumerate(entries, start=1):
+        problem = _beyond_limits(entry, limits)
+        if problem:
+            name, why = problem
+            raise CatalogueError(
+                f"{path}: entry {position} (key {entry.key!r}): field {name!r}: {why}",
+                [Problem("limit", why, pointer("datasets", position - 1, name))],
+            )
+    return Catalogue(path, tuple(entries), _publish_defaults(path, document.get("publish", {})))
 
 
-def catalogue_problems(path: Path) -> list[str]:
-    """Every problem in the file, each located (``load_catalogue`` stops at the first)."""
+def catalogue_problems(path: Path, limits: ProfileLimits = DATASYNC_LIMITS) -> list[str]:
+    """Every entry's problem, each located (``load_catalogue`` stops at the first); then the file's."""
     try:
-        raw_entries = _raw_entries(path)
+        _, raw_entries = _read(path)
     except CatalogueError as exc:
         return [str(exc)]
-    problems, entries = [], []
+    problems = []
     for position, raw in enumerate(raw_entries, start=1):
         try:
-            entries.append(_entry(path, position, raw))
+            _entry(path, position, raw)
         except CatalogueError as exc:
             problems.append(str(exc))
+    if problems:
+        return problems
     try:
-        _check_unique(path, entries)
+        load_catalogue(path, limits)
     except CatalogueError as exc:
-        problems.append(str(exc))
-    return problems
+        return [str(exc)]
+    return []
 
 
-def _raw_entries(path: Path) -> list[dict[str, Any]]:
+def _read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The TOML document and its ``[[datasets]]`` tables, or the located reason they are unusable."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise CatalogueError(f"{path}: catalogue file not found") from exc
+        raise CatalogueError(f"{path}: catalogue file not found", [Problem("not_found", "file not found")]) from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CatalogueError(f"{path}: not valid TOML: {exc}") from exc
+        raise CatalogueError(f"{path}: not valid TOML: {exc}", [Problem("toml", str(exc))]) from exc
     raw_entries = document.get("datasets")
     if not isinstance(raw_entries, list) or not raw_entries:
-        raise CatalogueError(f"{path}: no [[datasets]] entries")
-    unknown = sorted(set(document) - {"datasets"})
+        raise CatalogueError(
+            f"{path}: no [[datasets]] entries", [Problem("missing", "no [[datasets]] entries", pointer("datasets"))]
+        )
+    unknown = sorted(set(document) - TOP_LEVEL_KEYS)
     if unknown:
         raise CatalogueError(
-            f"{path}: unknown top-level key(s) {', '.join(map(repr, unknown))} (expected [[datasets]])"
+            f"{path}: unknown top-level key(s) {', '.join(map(repr, unknown))} (expected [[datasets]])",
+            [Problem("unknown_key", f"unknown top-level key {name!r}", pointer(name)) for name in unknown],
         )
     for position, raw in enumerate(raw_entries, start=1):
         if not isinstance(raw, dict):
-            raise CatalogueError(f"{path}: entry {position}: each dataset must be a [[datasets]] table")
-    return raw_entries
+            raise CatalogueError(
+                f"{path}: entry {position}: each dataset must be a [[datasets]] table",
+                [Problem("type", "each dataset must be a [[datasets]] table", pointer("datasets", position - 1))],
+            )
+    return document, raw_entries
+
+
+def _publish_defaults(path: Path, raw: Any) -> PublishDefaults:
+    """The ``[publish]`` table (optional): what every record sent to the national catalogue shares."""
+    if not isinstance(raw, dict):
+        raise CatalogueError(
+            f"{path}: [publish] must be a table", [Problem("type", "[publish] must be a table", pointer("publish"))]
+        )
+    try:
+        return PublishDefaults(**raw)
+    except ValidationError as exc:
+        raise CatalogueError(f"{path}: [publish]: {_describe(exc)}", _problems(exc, "publish")) from exc
 
 
 def _entry(path: Path, position: int, raw: dict[str, Any]) -> CatalogueEntry:
@@ -190,15 +251,20 @@ def _entry(path: Path, position: int, raw: dict[str, Any]) -> CatalogueEntry:
     try:
         fields = _EntryFields(**common)
     except ValidationError as exc:
-        raise CatalogueError(f"{where}: {_describe(exc)}") from exc
+        raise CatalogueError(f"{where}: {_describe(exc)}", _problems(exc, "datasets", position - 1)) from exc
     source = SOURCES[fields.source]
     extra = {name: value for name, value in raw.items() if name not in common_names}
     try:
         params = source.params_model(**extra)
     except ValidationError as exc:
-        raise CatalogueError(f"{where}: {_describe(exc)} (for source {fields.source!r})") from exc
+        raise CatalogueError(
+            f"{where}: {_describe(exc)} (for source {fields.source!r})", _problems(exc, "datasets", position - 1)
+        ) from exc
     if problem := source.check_url(fields.url):
-        raise CatalogueError(f"{where}: field 'url': {problem} (for source {fields.source!r})")
+        raise CatalogueError(
+            f"{where}: field 'url': {problem} (for source {fields.source!r})",
+            [Problem("value", problem, pointer("datasets", position - 1, "url"))],
+        )
     return CatalogueEntry(
         params=params,
         allowed_hosts=frozenset(h.lower() for h in fields.allowed_hosts) | {host_of(fields.url)},
@@ -206,18 +272,57 @@ def _entry(path: Path, position: int, raw: dict[str, Any]) -> CatalogueEntry:
     )
 
 
+def _beyond_limits(entry: CatalogueEntry, limits: ProfileLimits) -> tuple[str, str] | None:
+    """What in ``entry`` the store profile's dataset table cannot hold: (field, why), or None."""
+    lengths = (
+        ("key", entry.key, limits.key_length),
+        ("url", entry.url, limits.url_length),
+        ("format_pattern", entry.format_pattern, limits.format_pattern_length),
+    )
+    for name, value, limit in lengths:
+        if len(value) > limit:
+            return name, f"{len(value)} characters, the store's dataset table takes at most {limit}"
+    page_id = nhs_dd_page_id(entry.category, entry.url)
+    if limits.page_id_length is not None and len(page_id) > limits.page_id_length:
+        return "url", f"its page name is {len(page_id)} characters, the store takes at most {limits.page_id_length}"
+    if limits.categories is not None and entry.category not in limits.categories:
+        return "category", f"{entry.category!r} is not a category the store accepts"
+    if limits.source_types is not None and entry.source_type not in limits.source_types:
+        accepted = ", ".join(sorted(limits.source_types))
+        return "source", f"source type {entry.source_type!r} is not one the store accepts ({accepted})"
+    return None
+
+
 def _describe(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "(entry)"
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        problems.append(f"field {field!r}: {message}")
+        problems.append(f"field {field!r}: {_message(error)}")
     return "; ".join(problems)
+
+
+def _message(error: ErrorDetails) -> str:
+    return "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+
+
+def _problems(exc: ValidationError, *prefix: str | int) -> list[Problem]:
+    """The same problems as ``_describe``, each located by a JSON pointer into the catalogue file."""
+    return [
+        Problem(
+            "unknown_key" if error["type"] == "extra_forbidden" else error["type"],
+            _message(error).removeprefix("Value error, "),
+            pointer(*prefix, *error["loc"]),
+        )
+        for error in exc.errors()
+    ]
 
 
 def _check_unique(path: Path, entries: list[CatalogueEntry]) -> None:
     seen: set[str] = set()
     for position, entry in enumerate(entries, start=1):
         if entry.key in seen:
-            raise CatalogueError(f"{path}: entry {position}: field 'key': duplicate key {entry.key!r}")
+            raise CatalogueError(
+                f"{path}: entry {position}: field 'key': duplicate key {entry.key!r}",
+                [Problem("duplicate", f"duplicate key {entry.key!r}", pointer("datasets", position - 1, "key"))],
+            )
         seen.add(entry.key)

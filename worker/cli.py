@@ -1,38 +1,40 @@
-"""The ``datasync`` command: one entry point for operators, the same functions the worker runs."""
+"""The ``datasync`` command: one entry point for operators, the same functions the worker runs.
+
+Celery, Redis, Alembic and the store are imported inside the commands that use them, so
+``datasync --help`` and ``--version`` answer at once.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
+from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.engine import make_url
 
-from models.db import is_current, migrate, session_factory
 from models.diff import OptionsDiff
-from models.types import utcnow
-from worker import review
 from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
 from worker.cli_catalogue import catalogue_app
-from worker.context import SyncContext, throttle_for
-from worker.embedded import STATE_DIR, embedded_broker, running_broker_url
+from worker.cli_healthcheck import register as register_healthcheck
+from worker.cli_publish import catalogue_exit, register_publish, settings_exit
 from worker.outcome import SyncOutcome
-from worker.pipeline import preview_dataset, sync_dataset
-from worker.review import ReviewError
-from worker.runs import prune_runs
 from worker.settings import ConfigurationError, Settings, get_settings
-from worker.status import dataset_status
+
+if TYPE_CHECKING:
+    from worker.context import SyncContext
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -71,12 +73,26 @@ SUMMARY_ORDER = (
 )
 
 
+def show_version(requested: bool) -> None:
+    if requested:
+        out.print(f"datasync {version('datasync')}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    _version: Annotated[
+        bool, typer.Option("--version", callback=show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Options that apply before any command."""
+
+
 def main() -> None:
     try:
         get_settings()
     except ConfigurationError as exc:
-        err.print(Text("configuration error: ", style="bold red") + Text(str(exc)))
-        raise SystemExit(2) from exc
+        raise settings_exit(exc) from exc
     app()
 
 
@@ -92,31 +108,50 @@ def load_settings(catalogue: Path | None = None) -> Settings:
 
 def open_catalogue(settings: Settings) -> Catalogue:
     try:
-        return load_catalogue(settings.catalogue)
+        return load_catalogue(settings.catalogue, settings.dataset_table().limits)
     except CatalogueError as exc:
-        raise fail(str(exc)) from exc
+        raise catalogue_exit(exc) from exc
 
 
 def ensure_schema(settings: Settings) -> None:
     """Fresh SQLite stores are migrated on the spot; shared stores need an explicit ``migrate``."""
+    from sqlalchemy.engine import make_url
+
+    from models.db import is_current, migrate
+
     url = settings.database_url
-    if is_current(url):
-        return
-    if make_url(url).get_backend_name() == "sqlite":
-        migrate(url)
-        return
-    raise fail(f"the store at {safe_url(url)} is not at the newest schema: run `datasync migrate` first")
+    if not is_current(url):
+        if make_url(url).get_backend_name() != "sqlite":
+            raise fail(f"the store at {safe_url(url)} is not at the newest schema: run `datasync migrate` first")
+        migrate(url, settings.dataset_table())
+    check_store(settings)
+
+
+def check_store(settings: Settings) -> None:
+    """Refuse to start on a dataset table that cannot take what datasync writes (exit 2)."""
+    from models.datasets import StoreMismatch
+    from models.db import check_dataset_table
+
+    try:
+        check_dataset_table(settings.database_url, settings.dataset_table())
+    except StoreMismatch as exc:
+        raise fail(str(exc)) from exc
 
 
 def safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
     return make_url(url).render_as_string(hide_password=True)
 
 
 @app.command("migrate")
 def migrate_command() -> None:
     """Create or upgrade the store's tables (safe to run any number of times)."""
+    from models.db import migrate
+
     settings = get_settings()
-    migrate(settings.database_url)
+    migrate(settings.database_url, settings.dataset_table())
+    check_store(settings)
     out.print(f"store at {safe_url(settings.database_url)} is at the newest schema")
 
 
@@ -132,6 +167,9 @@ def sync(
     as_json: JsonOption = False,
 ) -> None:
     """Sync datasets now, in this process (no broker needed). Exit 1 if any failed."""
+    from worker.context import SyncContext, throttle_for
+    from worker.pipeline import preview_dataset, sync_dataset
+
     settings = load_settings(catalogue)
     entries = select_entries(open_catalogue(settings), keys, all_, category)
     ensure_schema(settings)
@@ -159,28 +197,90 @@ def select_entries(
     try:
         entries = catalogue.select(keys or None, category)
     except CatalogueError as exc:
-        raise fail(str(exc)) from exc
+        raise catalogue_exit(exc) from exc
     if not entries:
         raise fail(f"no datasets selected (category {category!r})" if category else "no datasets selected")
     return entries
 
 
 def run_all(entries: list[CatalogueEntry], jobs: int, work: Any) -> list[SyncOutcome]:
-    """Run ``work`` over entries in a thread pool with a progress bar; results in catalogue order."""
+    """Run ``work`` over entries in a thread pool, reporting progress; results in catalogue order."""
     results: dict[str, SyncOutcome] = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task("syncing", total=len(entries))
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(work, entry): entry for entry in entries}
-            for future in as_completed(futures):
-                outcome = future.result()
-                results[outcome.key] = outcome
-                progress.update(task, advance=1, description=f"{outcome.key}: {outcome.status}")
+    with progress_reporter(len(entries)) as report, failures_reported_once(), ThreadPoolExecutor(jobs) as pool:
+        futures = {pool.submit(work, entry): entry for entry in entries}
+        for future in as_completed(futures):
+            outcome = future.result()
+            results[outcome.key] = outcome
+            report(outcome)
     return [results[entry.key] for entry in entries]
 
 
+@contextlib.contextmanager
+def progress_reporter(total: int) -> Iterator[Callable[[SyncOutcome], None]]:
+    """Progress on stderr: a bar on a terminal; elsewhere (logs, CI, cron) one line per finished dataset.
+
+    The lines name the result only: errors and warnings are printed once, with the results.
+    Datasets skipped as fresh are only counted, so a run with nothing due stays quiet.
+    """
+    if err.is_terminal:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task("syncing", total=total)
+            yield lambda outcome: progress.update(task, advance=1, description=f"{outcome.key}: {outcome.status}")
+        return
+    finished = itertools.count(1)
+
+    def line(outcome: SyncOutcome) -> None:
+        done = next(finished)
+        if not skipped_as_fresh(outcome):
+            err.print(f"[{done}/{total}] {progress_note(outcome)}", markup=False)
+
+    yield line
+
+
+def progress_note(outcome: SyncOutcome) -> str:
+    note = f"{outcome.key}: {outcome.status}"
+    if outcome.error_kind:
+        note += f" ({outcome.error_kind})"
+    if outcome.version is not None and not outcome.failed:
+        note += f", version {outcome.version}, {_text(outcome.options)} options"
+    return note
+
+
+@contextlib.contextmanager
+def failures_reported_once() -> Iterator[None]:
+    """The pipeline logs each failure for the workers' logs; here its outcome reports it instead."""
+    logger = logging.getLogger("worker.pipeline")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def skipped_as_fresh(outcome: SyncOutcome) -> bool:
+    return outcome.status == "skipped" and outcome.error_kind == "fresh"
+
+
 def print_outcomes(outcomes: list[SyncOutcome], dry_run: bool) -> None:
+    """A table of what happened, then each error and warning once, then the counts on one line."""
+    shown = [outcome for outcome in outcomes if not skipped_as_fresh(outcome)]
+    if shown:
+        print_table(shown, dry_run)
+    for outcome in shown:
+        for note in ([outcome.error] if outcome.error else []) + list(outcome.warnings):
+            out.print(f"{outcome.key}: {note}", markup=False, soft_wrap=True)
+        if dry_run:
+            print_changes(outcome.key, outcome.diff)
+    tally = {status: sum(o.status == status for o in outcomes) for status in SUMMARY_ORDER}
+    summary = "  ".join(f"{status}: {count}" for status, count in tally.items() if count or status == "failed")
+    if fresh := len(outcomes) - len(shown):
+        summary += f"  ({fresh} fresh: synced within their frequency; --force syncs anyway)"
+    out.print(summary, markup=False)
+
+
+def print_table(outcomes: list[SyncOutcome], dry_run: bool) -> None:
     table = Table(title="dry run: nothing was written" if dry_run else None)
     for column in ("dataset", "result", "version", "options", "+added", "-removed", "~relabelled"):
         table.add_column(column, justify="left" if column in ("dataset", "result") else "right")
@@ -194,13 +294,6 @@ def print_outcomes(outcomes: list[SyncOutcome], dry_run: bool) -> None:
             *(str(counts[name] or "") for name in ("added", "removed", "relabelled")),
         )
     out.print(table)
-    for outcome in outcomes:
-        for note in ([outcome.error] if outcome.error else []) + list(outcome.warnings):
-            out.print(f"{outcome.key}: {note}", markup=False)
-        if dry_run:
-            print_changes(outcome.key, outcome.diff)
-    tally = {status: sum(o.status == status for o in outcomes) for status in SUMMARY_ORDER}
-    out.print("  ".join(f"{status}: {count}" for status, count in tally.items() if count or status == "failed"))
 
 
 def styled(status: str) -> Text:
@@ -224,10 +317,13 @@ def print_changes(key: str, diff: OptionsDiff, limit: int = 25) -> None:
 @app.command()
 def status(catalogue: CatalogueOption = None, as_json: JsonOption = False) -> None:
     """Every dataset with its option count, version, last stamp and last run."""
+    from models.db import session_factory
+    from worker.status import dataset_status
+
     settings = load_settings(catalogue)
     cat = open_catalogue(settings)
     ensure_schema(settings)
-    rows = dataset_status(session_factory(settings.database_url), cat, settings)
+    rows = dataset_status(session_factory(settings.database_url, settings.dataset_table()), cat, settings)
     if as_json:
         out.print_json(data=rows)
         return
@@ -257,6 +353,9 @@ KeyArgument = Annotated[str, typer.Argument(help="Dataset key.")]
 @contextlib.contextmanager
 def review_context() -> Iterator[SyncContext]:
     """A context on the configured store for review actions; their errors exit 1 with the reason."""
+    from worker.context import SyncContext
+    from worker.review import ReviewError
+
     settings = get_settings()
     ensure_schema(settings)
     ctx = SyncContext.from_settings(settings)
@@ -271,6 +370,8 @@ def review_context() -> Iterator[SyncContext]:
 @app.command("history")
 def history_command(key: KeyArgument, as_json: JsonOption = False) -> None:
     """Every stored version of a dataset, newest first, with its change counts."""
+    from worker import review
+
     with review_context() as ctx:
         rows = review.history(ctx, key)
     if as_json:
@@ -304,6 +405,8 @@ def diff_command(
     as_json: JsonOption = False,
 ) -> None:
     """The codes added, removed and relabelled between two versions (or in the held change)."""
+    from worker import review
+
     with review_context() as ctx:
         if held:
             reason, diff = review.held_change(ctx, key)
@@ -325,6 +428,8 @@ def rollback_command(
     key: KeyArgument, to_version: Annotated[int, typer.Option("--to", help="The version to restore.")]
 ) -> None:
     """Store a new version equal to an earlier one; auto-sync stays paused until `datasync release`."""
+    from worker import review
+
     with review_context() as ctx:
         outcome = review.rollback(ctx, key, to_version)
     out.print(
@@ -337,6 +442,8 @@ def rollback_command(
 @app.command("accept")
 def accept_command(key: KeyArgument) -> None:
     """Apply a change the guard rails held back."""
+    from worker import review
+
     with review_context() as ctx:
         outcome = review.accept(ctx, key)
     counts = outcome.diff.counts()
@@ -350,6 +457,8 @@ def accept_command(key: KeyArgument) -> None:
 @app.command("reject")
 def reject_command(key: KeyArgument) -> None:
     """Drop a held change; the same upstream content will not be held again."""
+    from worker import review
+
     with review_context() as ctx:
         review.reject(ctx, key)
     out.print(f"{key}: held change dropped; the stored list stays as it is", markup=False)
@@ -358,6 +467,8 @@ def reject_command(key: KeyArgument) -> None:
 @app.command("release")
 def release_command(key: KeyArgument) -> None:
     """Let auto-sync run again for a dataset paused by a rollback."""
+    from worker import review
+
     with review_context() as ctx:
         review.release(ctx, key)
     out.print(f"{key}: auto-sync released", markup=False)
@@ -372,6 +483,10 @@ def prune_command(
     as_json: JsonOption = False,
 ) -> None:
     """Delete old sync_runs rows (beat does this daily); each dataset's last run and runs behind versions stay."""
+    from models.db import session_factory
+    from models.types import utcnow
+    from worker.runs import prune_runs
+
     settings = get_settings()
     days = older_than_days or settings.run_retention_days
     if not days:
@@ -394,9 +509,13 @@ def run(ctx: typer.Context, loglevel: LogLevel = "INFO") -> None:
 
     Extra arguments go to ``celery worker``. Ctrl-C stops everything cleanly.
     """
+    from models.db import migrate
+    from worker.embedded import STATE_DIR, embedded_broker
+
     settings = get_settings()
     open_catalogue(settings)
-    migrate(settings.database_url)
+    migrate(settings.database_url, settings.dataset_table())
+    check_store(settings)
     with contextlib.ExitStack() as stack:
         if not settings.broker_url:
             url = stack.enter_context(embedded_broker())
@@ -470,6 +589,8 @@ def wait_for(key: str, result: Any, timeout: float) -> SyncOutcome:
 
 def require_broker() -> Settings:
     """Production processes need a broker; a running ``datasync run`` in this directory counts."""
+    from worker.embedded import running_broker_url
+
     settings = get_settings()
     if settings.broker_url:
         return settings
@@ -496,6 +617,8 @@ def _text(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+register_healthcheck(app)
+register_publish(app, open_catalogue, ensure_schema)
 app.add_typer(catalogue_app, name="catalogue")
 
 if __name__ == "__main__":

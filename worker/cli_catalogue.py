@@ -15,9 +15,9 @@ from rich.text import Text
 from scrapers import SOURCES
 from scrapers.errors import SyncError, redact
 from worker.catalogue import CatalogueEntry, CatalogueError, catalogue_problems, load_catalogue
-from worker.context import SyncContext, throttle_for
-from worker.discover import NHS_DD_INDEX, discover_nhs_dd
 from worker.settings import get_settings
+
+NHS_DD_INDEX = "https://www.datadictionary.nhs.uk/data_elements_overview.html"
 
 catalogue_app = typer.Typer(
     no_args_is_help=True, rich_markup_mode=None, help="Check the catalogue, and find lists to add to it."
@@ -31,13 +31,14 @@ def check_command(
     path: Annotated[Path | None, typer.Argument(help="Catalogue TOML (default: DATASYNC_CATALOGUE).")] = None,
 ) -> None:
     """Validate a catalogue without fetching anything; exit 2 listing every located problem."""
-    target = path or get_settings().catalogue
-    problems = catalogue_problems(target)
+    settings = get_settings()
+    target, limits = path or settings.catalogue, settings.dataset_table().limits
+    problems = catalogue_problems(target, limits)
     for problem in problems:
         err.print(Text("error: ", style="bold red") + Text(problem))
     if problems:
         raise typer.Exit(2)
-    entries = load_catalogue(target).entries
+    entries = load_catalogue(target, limits).entries
     kinds = Counter(entry.source for entry in entries)
     summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
     out.print(f"{target}: {sum(kinds.values())} datasets, all valid ({summary})")
@@ -67,9 +68,12 @@ def discover_command(
     if source != "nhs_dd":
         err.print(Text("error: ", style="bold red") + Text(f"cannot discover {source!r} lists (known: nhs_dd)"))
         raise typer.Exit(2)
+    from worker.context import SyncContext, throttle_for  # the HTTP stack only when discovering
+    from worker.discover import discover_nhs_dd
+
     settings = get_settings()
     try:
-        known = load_catalogue(catalogue or settings.catalogue)
+        known = load_catalogue(catalogue or settings.catalogue, settings.dataset_table().limits)
     except CatalogueError as exc:
         err.print(Text("error: ", style="bold red") + Text(str(exc)))
         raise typer.Exit(2) from exc

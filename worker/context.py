@@ -39,7 +39,7 @@ class SyncContext:
             throttle=throttle or NoThrottle(),
         )
         limits = Limits(settings.max_code_length, settings.max_label_length)
-        return cls(settings, session_factory(settings.database_url), http, limits)
+        return cls(settings, session_factory(settings.database_url, settings.dataset_table()), http, limits)
 
     @property
     def worker_id(self) -> str:

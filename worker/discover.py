@@ -20,7 +20,6 @@ from scrapers.http import HttpClient, host_of
 from scrapers.nhs_dd import parse_page
 from worker.catalogue import Catalogue
 
-NHS_DD_INDEX = "https://www.datadictionary.nhs.uk/data_elements_overview.html"
 ELEMENT_PATH = re.compile(r"/data_elements/([a-z0-9_-]+)\.html$")
 
 
@@ -68,7 +67,7 @@ def discover_nhs_dd(
     catalogue: Catalogue,
     http: HttpClient,
     *,
-    index_url: str = NHS_DD_INDEX,
+    index_url: str,
     limit: int | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Discovery:

@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from models import lease
+from models.datasets import StoredDataset
 from models.diff import OptionsDiff
-from models.schema import Dataset, SyncState
+from models.schema import SyncState
 from models.types import utcnow
 from models.upsert import (
     DatasetSpec,
@@ -73,7 +74,7 @@ def preview_dataset(entry: CatalogueEntry, ctx: SyncContext) -> SyncOutcome:
         return SyncOutcome(entry.key, "failed", error_kind=error.kind, error=_redact(error.message, entry))
     with ctx.sessions() as session:
         current = load_dataset(session, entry.key)
-    diff = OptionsDiff.between(current.options if current else {}, option_list.options)
+    diff = current.diff_to(option_list.options) if current else OptionsDiff.between({}, option_list.options)
     hold = hold_reason(current, option_list, ctx.settings)
     if current is None:
         status = "would_create"
@@ -157,7 +158,7 @@ def _store(
         state = lease.ensure_state(session, entry.key)
         current = load_syncable(session, entry.key)
         refusal = None if force else _refusal(current, state, option_list, ctx.settings)
-        if refusal:
+        if refusal and current is not None:
             return _record_refusal(session, state, current, snapshot, option_list, refusal, run_id, started, now)
         result = upsert_dataset(
             session, dataset_spec(entry), snapshot, stamp_field=entry.stamp_field, now=now, run_id=run_id
@@ -180,7 +181,9 @@ def _store(
     return outcome
 
 
-def _refusal(current: Dataset | None, state: SyncState, new: OptionList, settings: Settings) -> tuple[str, str] | None:
+def _refusal(
+    current: StoredDataset | None, state: SyncState, new: OptionList, settings: Settings
+) -> tuple[str, str] | None:
     """Why a good-looking result must not be applied unreviewed: (state, reason), or None."""
     if current is not None and state.rejected_hash == new.content_hash:
         return "rejected", "the upstream still offers the change an operator rejected; not applied"
@@ -191,7 +194,7 @@ def _refusal(current: Dataset | None, state: SyncState, new: OptionList, setting
 def _record_refusal(
     session: Session,
     state: SyncState,
-    current: Dataset,
+    current: StoredDataset,
     snapshot: Snapshot,
     new: OptionList,
     refusal: tuple[str, str],
@@ -203,7 +206,7 @@ def _record_refusal(
     kind, reason = refusal
     if kind == "held":
         hold_change(state, snapshot, reason, now)
-    diff = OptionsDiff.between(current.options, new.options)
+    diff = current.diff_to(new.options)
     outcome = SyncOutcome(
         current.key,
         "held" if kind == "held" else "skipped",
@@ -274,7 +277,7 @@ def _store_failure(
     return outcome
 
 
-def hold_reason(current: Dataset | None, new: OptionList, settings: Settings) -> str | None:
+def hold_reason(current: StoredDataset | None, new: OptionList, settings: Settings) -> str | None:
     """Why a result looks too destructive to apply unreviewed, or None when it may be applied."""
     if current is None or not current.options:
         return None
@@ -306,6 +309,7 @@ def dataset_spec(entry: CatalogueEntry) -> DatasetSpec:
         format_pattern=entry.format_pattern,
         sync_frequency_hours=entry.frequency_hours,
         organization_id=entry.organization_id,
+        team_id=entry.team_id,
     )
 
 

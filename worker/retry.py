@@ -19,4 +19,4 @@ def retry_delay(attempt: int, retry_after: float | None, settings: Settings) -> 
     delay = delay / 2 + random.uniform(0, delay / 2)
     if retry_after is not None:
         delay = max(delay, retry_after)
-    return min(delay, ceiling)
+    return float(min(delay, ceiling))

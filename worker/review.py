@@ -15,8 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import lease
+from models.datasets import StoredDataset
 from models.diff import OptionsDiff
-from models.schema import Dataset, DatasetVersion, SyncState
+from models.schema import DatasetVersion, SyncState
 from models.types import utcnow
 from models.upsert import OwnedByPeople, Snapshot, load_dataset, load_syncable, spec_from_dataset, upsert_dataset
 from worker.context import SyncContext
@@ -71,7 +72,7 @@ def held_change(ctx: SyncContext, key: str) -> tuple[str, OptionsDiff]:
         state = session.get(SyncState, key)
         if state is None or state.held_options is None:
             raise ReviewError(f"dataset {key!r} has no held change")
-        return state.held_reason or "", OptionsDiff.between(current.options, state.held_options)
+        return state.held_reason or "", current.diff_to(state.held_options)
 
 
 def accept(ctx: SyncContext, key: str) -> SyncOutcome:
@@ -150,7 +151,7 @@ def _apply(
                 key,
                 result.status,
                 result.version,
-                len(dataset.options),
+                result.options_after,
                 result.diff,
                 warnings=(f"{origin} by an operator",),
                 run_id=run_id,
@@ -175,14 +176,14 @@ def _leased(ctx: SyncContext, key: str) -> Iterator[None]:
         lease.release(ctx.sessions, key, owner)
 
 
-def _require_dataset(session: Session, key: str) -> Dataset:
+def _require_dataset(session: Session, key: str) -> StoredDataset:
     dataset = load_dataset(session, key)
     if dataset is None:
         raise ReviewError(f"no dataset {key!r} in the store")
     return dataset
 
 
-def _require_syncable(session: Session, key: str) -> Dataset:
+def _require_syncable(session: Session, key: str) -> StoredDataset:
     """The row, locked for writing; rows people own are refused like missing ones."""
     try:
         dataset = load_syncable(session, key)

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.diff import OptionsDiff
-from models.schema import Dataset, SyncRun, SyncState
+from models.datasets import StoredDataset, table_of
+from models.schema import SyncRun, SyncState
 from models.types import utcnow
 from worker.catalogue import Catalogue
 from worker.pipeline import is_due
@@ -21,12 +21,7 @@ def dataset_status(sessions: sessionmaker[Session], catalogue: Catalogue, settin
     """Catalogue datasets first (in catalogue order), then any other synced rows in the store."""
     now = utcnow()
     with sessions() as session:
-        datasets = {
-            d.key: d
-            for d in session.scalars(
-                select(Dataset).where(Dataset.is_custom.is_(False), Dataset.category != "user_created")
-            )
-        }
+        datasets = {d.key: d for d in table_of(session).synced(session)}
         states = {s.dataset_key: s for s in session.scalars(select(SyncState))}
         last_runs = _last_finished_runs(session)
     entries = catalogue.by_key()
@@ -37,8 +32,8 @@ def dataset_status(sessions: sessionmaker[Session], catalogue: Catalogue, settin
         rows.append(
             {
                 "key": key,
-                "name": dataset.name if dataset else entry.name,
-                "category": dataset.category if dataset else entry.category,
+                "name": dataset.name if dataset else entries[key].name,
+                "category": dataset.category if dataset else entries[key].category,
                 "in_catalogue": entry is not None,
                 "options_count": len(dataset.options) if dataset else 0,
                 "version": dataset.version if dataset else None,
@@ -59,11 +54,11 @@ def dataset_status(sessions: sessionmaker[Session], catalogue: Catalogue, settin
     return rows
 
 
-def _held_change(dataset: Dataset | None, state: SyncState | None) -> dict[str, Any]:
+def _held_change(dataset: StoredDataset | None, state: SyncState | None) -> dict[str, Any]:
     """The pending diff of a held change: counts for a glance, codes for the review."""
     if dataset is None or state is None or state.held_options is None:
         return {"held_changes": None, "held_diff": None}
-    diff = OptionsDiff.between(dataset.options, state.held_options)
+    diff = dataset.diff_to(state.held_options)
     return {"held_changes": diff.counts(), "held_diff": diff.to_json()}
 
 

@@ -6,6 +6,7 @@ recorded by the pipeline as its own ``sync_runs`` row.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from sqlalchemy import select
 from models import lease
 from models.schema import SyncState
 from models.types import utcnow
+from publisher.publish import publish_new_versions
 from worker.catalogue import Catalogue, CatalogueError, load_catalogue
 from worker.celery_app import app
 from worker.context import SyncContext, throttle_for
@@ -44,7 +46,7 @@ def process_context() -> tuple[SyncContext, Catalogue]:
     mtime = settings.catalogue.stat().st_mtime
     if _process.get("catalogue_mtime") != mtime:
         try:
-            _process["catalogue"] = load_catalogue(settings.catalogue)
+            _process["catalogue"] = load_catalogue(settings.catalogue, settings.dataset_table().limits)
         except CatalogueError as exc:
             if "catalogue" not in _process:
                 raise  # nothing good to fall back on: fail this task, try the file again next time
@@ -131,6 +133,18 @@ def prune_runs_task() -> int:
     deleted = prune_runs(ctx.sessions, utcnow() - timedelta(days=days))
     log.info("pruned %d sync_runs row(s) older than %d days", deleted, days)
     return deleted
+
+
+@app.task(name="datasync.publish_new_versions")
+def publish_new_versions_task() -> dict[str, str]:
+    """With DATASYNC_PUBLISH_AUTO: publish new versions to the national data catalogue (publisher/)."""
+    ctx, catalogue = process_context()
+    if not (ctx.settings.publish_auto and ctx.settings.publish_url):
+        return {}
+    outcomes = publish_new_versions(catalogue, ctx.sessions, ctx.settings)
+    for outcome in outcomes:
+        log.log(logging.ERROR if outcome.failed else logging.INFO, "publish %s: %s", outcome.key, outcome.status)
+    return {outcome.key: outcome.status for outcome in outcomes}
 
 
 def enqueue_syncs(keys: list[str], force: bool, trigger: str) -> list[AsyncResult]:

@@ -1,5 +1,7 @@
 """Initial schema: the platform's datasets table and datasync's run, state and version tables.
 
+Under the ``checktick`` store profile ``datasets`` is not created (the platform owns its table).
+
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-23 10:58:11.486440
@@ -8,6 +10,8 @@ Create Date: 2026-11-23 10:58:11.486440
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.profile import owns_datasets_table
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -15,40 +19,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "datasets",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("key", sa.String(length=255), nullable=False),
-        sa.Column("name", sa.String(length=255), nullable=False),
-        sa.Column("description", sa.Text(), nullable=False),
-        sa.Column("category", sa.String(length=32), nullable=False),
-        sa.Column("source_type", sa.String(length=32), nullable=False),
-        sa.Column("is_custom", sa.Boolean(), nullable=False),
-        sa.Column("is_global", sa.Boolean(), nullable=False),
-        sa.Column("parent_id", sa.Integer(), nullable=True),
-        sa.Column("organization_id", sa.Integer(), nullable=True),
-        sa.Column("tags", sa.JSON(), nullable=False),
-        sa.Column("options", sa.JSON(), nullable=False),
-        sa.Column("format_pattern", sa.String(length=100), nullable=True),
-        sa.Column("reference_url", sa.String(length=2000), nullable=True),
-        sa.Column("external_api_url", sa.String(length=2000), nullable=True),
-        sa.Column("sync_frequency_hours", sa.Float(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_synced_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("last_scraped", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("is_active", sa.Boolean(), nullable=False),
-        sa.Column("content_hash", sa.String(length=64), nullable=True),
-        sa.Column("retired_codes", sa.JSON(), nullable=False),
-        sa.Column("default_codes", sa.JSON(), nullable=False),
-        sa.ForeignKeyConstraint(["parent_id"], ["datasets.id"], ondelete="SET NULL"),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    with op.batch_alter_table("datasets", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_datasets_category"), ["category"], unique=False)
-        batch_op.create_index(batch_op.f("ix_datasets_key"), ["key"], unique=True)
+    if owns_datasets_table():
+        _create_datasets()
 
     op.create_table(
         "sync_runs",
@@ -121,6 +93,43 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_dataset_versions_dataset_key"), ["dataset_key"], unique=False)
 
 
+def _create_datasets() -> None:
+    op.create_table(
+        "datasets",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("category", sa.String(length=32), nullable=False),
+        sa.Column("source_type", sa.String(length=32), nullable=False),
+        sa.Column("is_custom", sa.Boolean(), nullable=False),
+        sa.Column("is_global", sa.Boolean(), nullable=False),
+        sa.Column("parent_id", sa.Integer(), nullable=True),
+        sa.Column("organization_id", sa.Integer(), nullable=True),
+        sa.Column("tags", sa.JSON(), nullable=False),
+        sa.Column("options", sa.JSON(), nullable=False),
+        sa.Column("format_pattern", sa.String(length=100), nullable=True),
+        sa.Column("reference_url", sa.String(length=2000), nullable=True),
+        sa.Column("external_api_url", sa.String(length=2000), nullable=True),
+        sa.Column("sync_frequency_hours", sa.Float(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_synced_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_scraped", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("is_active", sa.Boolean(), nullable=False),
+        sa.Column("content_hash", sa.String(length=64), nullable=True),
+        sa.Column("retired_codes", sa.JSON(), nullable=False),
+        sa.Column("default_codes", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(["parent_id"], ["datasets.id"], ondelete="SET NULL"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("datasets", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_datasets_category"), ["category"], unique=False)
+        batch_op.create_index(batch_op.f("ix_datasets_key"), ["key"], unique=True)
+
+
 def downgrade() -> None:
     with op.batch_alter_table("dataset_versions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_dataset_versions_dataset_key"))
@@ -132,8 +141,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_sync_runs_dataset_key"))
 
     op.drop_table("sync_runs")
-    with op.batch_alter_table("datasets", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_datasets_key"))
-        batch_op.drop_index(batch_op.f("ix_datasets_category"))
+    if owns_datasets_table():
+        with op.batch_alter_table("datasets", schema=None) as batch_op:
+            batch_op.drop_index(batch_op.f("ix_datasets_key"))
+            batch_op.drop_index(batch_op.f("ix_datasets_category"))
 
-    op.drop_table("datasets")
+        op.drop_table("datasets")

@@ -15,8 +15,11 @@ from models.upsert import (
     DatasetSpec,
     OwnedByPeople,
     Snapshot,
+    api_endpoint,
+    nhs_dd_page_id,
     stamp_verified,
     upsert_dataset,
+    whole_hours,
 )
 from scrapers.normalise import content_hash
 
@@ -428,3 +431,35 @@ def test_a_refused_acquire_does_not_touch_the_running_run(db: sessionmaker[Sessi
     assert not lease.acquire(db, "nhs_trusts", "worker-b", 60)
     with db() as session:
         assert session.scalars(select(SyncRun.status)).all() == ["running"]
+
+
+# --- columns derived for the platform's table -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("category", "url", "page_id"),
+    [
+        ("nhs_dd", "https://www.datadictionary.nhs.uk/data_elements/ethnic_category.html", "ethnic_category"),
+        (
+            "nhs_dd",
+            "https://www.datadictionary.nhs.uk/data_elements/main_specialty_code__mental_health_.html",
+            "main_specialty_code__mental_health_",
+        ),
+        ("rcpch", "https://api.rcpch.ac.uk/nhs-organisations/v1/trusts/", ""),
+        ("nhs_dd", None, ""),
+    ],
+)
+def test_nhs_dd_page_id_is_the_page_name(category: str, url: str | None, page_id: str) -> None:
+    assert nhs_dd_page_id(category, url) == page_id
+
+
+def test_api_endpoint_is_the_path_and_query() -> None:
+    assert api_endpoint("https://api.rcpch.ac.uk/nhs-organisations/v1/trusts/?active=true") == (
+        "/nhs-organisations/v1/trusts/?active=true"
+    )
+    assert api_endpoint(None) == ""
+
+
+@pytest.mark.parametrize(("hours", "whole"), [(168.0, 168), (2.5, 3), (2.4, 2), (0.25, 1), (None, None)])
+def test_frequency_is_kept_in_whole_hours(hours: float | None, whole: int | None) -> None:
+    assert whole_hours(hours) == whole

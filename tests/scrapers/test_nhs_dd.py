@@ -8,10 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scrapers.base import html_charset
 from scrapers.errors import PermanentError
 from scrapers.http import Document
 from scrapers.nhs_dd import NhsDataDictionary, parse_page
 from scrapers.normalise import RawOption, normalise
+from tests.conftest import expected_result
+from tests.fixtures.make_nhs_dd_fixtures import DATASETS, PAGES, VARIANT_DATASETS, dataset_key, slug_of
 
 URL = "https://www.datadictionary.nhs.uk/data_elements/test_element.html"
 FIXTURE_PAGES = (
@@ -246,6 +249,283 @@ def test_a_page_with_only_default_codes() -> None:
     assert [(r.code, r.default) for r in rows] == [("8", True), ("9", True)]
 
 
+# --- permitted national codes (an element using a subset of its attribute's codes) ---------------
+
+NATIONAL = table(("Code", "Description"), row("01", "One"), row("02", "Two"), row("03", "Three"), row("04", "Four"))
+PERMITTED = table(("Code", "Description"), row("01", "One"), row("03", "Three"))
+DEFAULTS = table(("Code", "Description"), row("99", "Not known"))
+
+
+def section(heading: str, body: str) -> str:
+    title = f"<h2 class='title topictitle2'>{heading}</h2>"
+    return f"<article class='topic nested1'>{title}<div class='body'>{body}</div></article>"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        section("National Codes", NATIONAL) + section("Permitted National Codes", PERMITTED),
+        section("Permitted National Codes", PERMITTED) + section("National Codes", NATIONAL),
+        section("National Codes", NATIONAL)
+        + section("Also Known As", AKA)
+        + section("Permitted National Codes", PERMITTED),
+        section("Where Used", WHERE_USED)
+        + section("Permitted National Codes", PERMITTED)
+        + section("National Codes", NATIONAL),
+    ],
+    ids=["national-then-permitted", "permitted-then-national", "aliases-between", "where-used-first"],
+)
+def test_only_the_permitted_codes_are_the_list(body: str) -> None:
+    assert pairs(parse_page(page(body))) == [("01", "One"), ("03", "Three")]
+
+
+@pytest.mark.parametrize(
+    "heading",
+    [
+        "<h2>Permitted National Codes</h2>",
+        "<h2 class='title topictitle2'>PERMITTED NATIONAL CODES</h2>",
+        "<h3 class='sectiontitle'>Permitted&nbsp;National\n Codes</h3>",
+        "<div class='tabletitle'>Permitted National Codes</div>",
+        "<h4><span>Permitted</span> <a href='../nc.html'>National Codes</a></h4>",
+    ],
+    ids=["h2", "upper-case", "nbsp-newline-h3-sectiontitle", "tabletitle", "markup-in-heading"],
+)
+def test_permitted_section_headings_are_recognised_in_any_markup(heading: str) -> None:
+    body = "<h2>National Codes</h2>" + NATIONAL + heading + PERMITTED
+    assert [r.code for r in parse_page(page(body))] == ["01", "03"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("Code", "Description"),
+        ("National Code", "National Code Definition"),
+        ("Code", "Meaning"),
+        ("CODE", "MEANING"),
+        ("&nbsp;Code ", "\n Description&nbsp;"),
+    ],
+)
+def test_permitted_table_header_wording_variants(header: tuple[str, str]) -> None:
+    permitted = table(header, row("02", "Two"), row("04", "Four"))
+    body = section("National Codes", NATIONAL) + section("Permitted National Codes", permitted)
+    assert pairs(parse_page(page(body))) == [("02", "Two"), ("04", "Four")]
+
+
+def test_permitted_table_with_its_header_row_in_tbody() -> None:
+    header = "<tr><td><strong>Code</strong></td><td><strong>Description</strong></td></tr>"
+    permitted = table(header, row("02", "Two"), thead=False)
+    body = section("National Codes", NATIONAL) + section("Permitted National Codes", permitted)
+    assert pairs(parse_page(page(body))) == [("02", "Two")]
+
+
+def test_a_permitted_header_marks_the_table_without_a_heading() -> None:
+    permitted = table(("Permitted National Code", "Permitted National Code Definition"), row("04", "Four"))
+    assert pairs(parse_page(page(NATIONAL + permitted))) == [("04", "Four")]
+
+
+def test_permitted_codes_come_with_the_default_codes_in_page_order() -> None:
+    body = (
+        section("National Codes", NATIONAL)
+        + section("Permitted National Codes", PERMITTED)
+        + section("Default Codes", DEFAULTS)
+    )
+    rows = parse_page(page(body))
+    assert [(r.code, r.default) for r in rows] == [("01", False), ("03", False), ("99", True)]
+
+
+def test_a_default_table_inside_the_permitted_section_is_kept_as_default() -> None:
+    defaults = table(("Default Code", "Default Code Definition"), row("9", "Not stated"))
+    body = section("National Codes", NATIONAL) + section("Permitted National Codes", PERMITTED + defaults)
+    rows = parse_page(page(body))
+    assert [(r.code, r.default) for r in rows] == [("01", False), ("03", False), ("9", True)]
+
+
+def test_retirement_written_only_as_text_in_a_permitted_row() -> None:
+    permitted = table(
+        ("Code", "Description"),
+        row("01", "One"),
+        row("03", "Three <span class='ph'>(Retired 1 April 2020)</span>"),
+    )
+    body = section("National Codes", NATIONAL) + section("Permitted National Codes", permitted)
+    result = normalise(parse_page(page(body)))
+    assert result.options == {"01": "One", "03": "Three (Retired 1 April 2020)"}
+    assert result.retired_codes == ("03",)
+
+
+def test_codes_retired_in_the_national_table_but_not_permitted_stay_out() -> None:
+    national = table(("Code", "Description"), row("01", "One"), row("05", "<del>Five</del>", " class='retired'"))
+    body = section("National Codes", national) + section("Permitted National Codes", PERMITTED)
+    result = normalise(parse_page(page(body)))
+    assert result.options == {"01": "One", "03": "Three"}
+    assert result.retired_codes == ()
+
+
+def test_permitted_marks_on_the_row_are_kept() -> None:
+    permitted = table(("Code", "Description"), row("01", "One"), row("<s>03</s>", "<s>Three</s>"))
+    body = section("National Codes", NATIONAL) + section("Permitted National Codes", permitted)
+    assert [(r.code, r.retired) for r in parse_page(page(body))] == [("01", False), ("03", True)]
+
+
+def test_a_page_without_a_permitted_section_keeps_every_code_table() -> None:
+    body = section("National Codes", NATIONAL) + section("Default Codes", DEFAULTS)
+    assert [r.code for r in parse_page(page(body))] == ["01", "02", "03", "04", "99"]
+
+
+def test_a_permitted_heading_without_a_code_table_is_an_error_not_the_full_list() -> None:
+    body = section("National Codes", NATIONAL) + section("Permitted National Codes", "<p>See the data set.</p>")
+    with pytest.raises(PermanentError) as caught:
+        parse_page(page(body))
+    assert caught.value.kind == "no_code_table"
+    assert URL in caught.value.message and "Permitted National Codes" in caught.value.message
+
+
+def test_a_permitted_table_without_rows_is_an_error_not_the_defaults_alone() -> None:
+    empty = table(("Code", "Description"), "<tr><td colspan='2'>None yet</td></tr>")
+    body = (
+        section("National Codes", NATIONAL)
+        + section("Permitted National Codes", empty)
+        + section("Default Codes", DEFAULTS)
+    )
+    with pytest.raises(PermanentError) as caught:
+        parse_page(page(body))
+    assert caught.value.kind == "empty"
+    assert "Permitted National Codes" in caught.value.message
+
+
+def test_the_word_permitted_in_a_description_does_not_restrict_the_list() -> None:
+    body = section("Description", "<p>Only the permitted national codes below may be used.</p>") + section(
+        "National Codes", NATIONAL
+    )
+    assert [r.code for r in parse_page(page(body))] == ["01", "02", "03", "04"]
+
+
+# --- every fixture page (the 48 shipped datasets and the Permitted National Codes variants) --------
+
+FIXTURE_KEYS = {slug_of(url): dataset_key(name) for name, url, *_ in [*DATASETS, *VARIANT_DATASETS]}
+
+
+@pytest.mark.parametrize("slug", sorted(FIXTURE_KEYS))
+def test_every_fixture_page_gives_exactly_its_expected_options(slug: str) -> None:
+    path = FIXTURE_PAGES / f"{slug}.html"
+    result = normalise(parse_page(Document(url=URL, body=path.read_bytes(), charset="utf-8")))
+    expected = expected_result(FIXTURE_KEYS[slug])
+    assert list(result.options.items()) == list(expected["options"].items())
+    assert list(result.retired_codes) == expected["retired_codes"]
+    assert list(result.default_codes) == expected["default_codes"]
+    assert not result.warnings or slug == "employee_absence_category"
+
+
+def test_the_permitted_variant_pages_show_more_codes_than_they_allow() -> None:
+    variants = [slug_of(url) for _, url in VARIANT_DATASETS]
+    assert len(variants) == 9 and len(FIXTURE_KEYS) == len(list(FIXTURE_PAGES.glob("*.html"))) == 57
+    for slug in variants:
+        shown = [row for table in PAGES[slug]["tables"] for row in table["rows"] if row[0] != "__group__"]
+        assert len(shown) > len(expected_result(FIXTURE_KEYS[slug])["options"]), slug
+
+
+# --- bytes and charsets ---------------------------------------------------------------------------
+
+
+def code_page(*rows_html: str) -> str:
+    return page(table(("Code", "Description"), *rows_html)).body.decode("utf-8")
+
+
+def test_a_label_with_invalid_bytes_is_an_error_naming_its_row() -> None:
+    body = code_page(row("01", "One"), row("02", "Caf__"), row("03", "Three")).encode("utf-8").replace(b"__", b"\xe9")
+    with pytest.raises(PermanentError) as caught:
+        parse_page(Document(url=URL, body=body, charset="utf-8"))
+    assert caught.value.kind == "decode"
+    assert URL in caught.value.message
+    assert "row 2 (code '02'" in caught.value.message and "utf-8" in caught.value.message
+
+
+def test_invalid_bytes_in_a_code_name_that_row() -> None:
+    body = code_page(row("01", "One"), row("0__", "Two")).encode("utf-8").replace(b"__", b"\xff")
+    with pytest.raises(PermanentError) as caught:
+        parse_page(Document(url=URL, body=body))
+    assert "row 2 (code '0\ufffd'" in caught.value.message
+
+
+def test_invalid_bytes_outside_the_code_rows_fail_the_page_naming_the_offset() -> None:
+    text = code_page(row("01", "One"))
+    body = text.replace("Home", "Ho__me").encode("utf-8").replace(b"__", b"\x80")
+    with pytest.raises(PermanentError) as caught:
+        parse_page(Document(url=URL, body=body, charset="utf-8"))
+    assert caught.value.kind == "decode"
+    assert f"the first at byte {body.index(bytes([0x80]))}" in caught.value.message
+    assert "outside the code rows" in caught.value.message
+
+
+def test_a_page_that_does_not_decode_at_all_names_the_page() -> None:
+    body = "<table><tr><th>Côde</th><th>Déscription</th></tr><tr><td>01</td><td>Ün</td></tr></table>"
+    with pytest.raises(PermanentError) as caught:
+        parse_page(Document(url=URL, body=body.encode("cp1252"), charset="utf-8"))
+    assert caught.value.kind == "decode"
+    assert f"{URL}: the page is not valid utf-8 text (3 undecodable" in caught.value.message
+
+
+def test_undefined_windows_1252_bytes_are_an_error() -> None:
+    body = code_page(row("01", "One__")).encode("cp1252").replace(b"__", b"\x81")
+    with pytest.raises(PermanentError) as caught:
+        parse_page(Document(url=URL, body=body, charset="windows-1252"))
+    assert "row 1 (code '01'" in caught.value.message and "cp1252" in caught.value.message
+
+
+CAFE = "<table><tr><th>Code</th><th>Description</th></tr><tr><td>01</td><td>Café’s</td></tr></table>"
+
+
+@pytest.mark.parametrize(
+    ("declaration", "charset", "encoding"),
+    [
+        ("<meta charset='windows-1252'>", None, "cp1252"),
+        ("<meta http-equiv='Content-Type' content='text/html; charset=ISO-8859-1'>", None, "cp1252"),
+        ("", "iso-8859-1", "cp1252"),
+        ("<meta charset='iso-8859-1'>", "utf-8", "utf-8"),
+        ("", "no-such-charset", "utf-8"),
+        ("", None, "utf-8"),
+    ],
+    ids=["meta", "meta-http-equiv", "latin-1-is-windows-1252", "header-beats-meta", "unknown-is-utf-8", "default"],
+)
+def test_the_charset_is_chosen_as_a_browser_chooses_it(declaration: str, charset: str | None, encoding: str) -> None:
+    document = Document(url=URL, body=(declaration + CAFE).encode(encoding), charset=charset)
+    assert pairs(parse_page(document)) == [("01", "Café’s")]
+
+
+def test_a_utf_8_bom_beats_the_declared_charset() -> None:
+    document = Document(url=URL, body=b"\xef\xbb\xbf" + CAFE.encode("utf-8"), charset="iso-8859-1")
+    assert pairs(parse_page(document)) == [("01", "Café’s")]
+
+
+def test_a_real_replacement_character_in_the_source_is_kept() -> None:
+    body = code_page(row("01", "Shown as \ufffd on the site")).encode("utf-8")
+    assert pairs(parse_page(Document(url=URL, body=body, charset="utf-8"))) == [("01", "Shown as \ufffd on the site")]
+
+
+# --- deeply nested markup -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [300, 1_000, 1_500])
+def test_deeply_nested_inline_markup_in_a_cell_parses(depth: int) -> None:
+    cell = "<span>" * depth + "Deep" + "</span>" * depth
+    rows = parse_page(page(table(("Code", "Description"), row("01", cell), row("02", "Two"))))
+    assert pairs(rows) == [("01", "Deep"), ("02", "Two")]
+
+
+def test_deeply_nested_escaped_markup_in_a_label_normalises() -> None:
+    cell = "&lt;span&gt;" * 1_500 + "Deep" + "&lt;/span&gt;" * 1_500
+    result = normalise(parse_page(page(table(("Code", "Description"), row("01", cell)))))
+    assert result.options == {"01": "Deep"}
+
+
+@pytest.mark.parametrize("depth", [5_000, 50_000])
+def test_markup_nested_beyond_the_parser_limit_is_a_named_error(depth: int) -> None:
+    cell = "<span>" * depth + "Deep" + "</span>" * depth
+    with pytest.raises(PermanentError) as caught:
+        parse_page(page(table(("Code", "Description"), row("01", "One"), row("02", cell), row("03", "Three"))))
+    assert caught.value.kind == "too_deep"
+    assert URL in caught.value.message and "nested" in caught.value.message
+
+
 # --- errors ---------------------------------------------------------------------------------------
 
 
@@ -316,13 +596,15 @@ ROBUST = settings(max_examples=150, deadline=None, suppress_health_check=[Health
 
 
 def _parse_or_clear_error(body: bytes, charset: str | None = None) -> None:
+    document = Document(url=URL, body=body, charset=charset)
     try:
-        rows = parse_page(Document(url=URL, body=body, charset=charset))
+        rows = parse_page(document)
     except PermanentError as exc:
         assert exc.kind and not exc.transient
         assert URL in str(exc)
         return
     assert rows
+    body.decode(html_charset(document))  # rows only ever come from a page that decodes strictly
     assert all(isinstance(r, RawOption) and r.code and isinstance(r.label, str) for r in rows)
     assert all(r.code == r.code.strip() and "\n" not in r.code for r in rows)
 

@@ -17,8 +17,9 @@ import pycountry
 import pytest
 from sqlalchemy import select
 
+from models.datasets import StoredDataset
 from models.db import migrate, session_factory
-from models.schema import Dataset, SyncRun
+from models.schema import SyncRun
 from models.upsert import load_dataset
 from scrapers import SOURCES
 from scrapers.oauth import ClientCredentials
@@ -113,11 +114,10 @@ def sync_all(catalogue: Catalogue, ctx: SyncContext) -> dict[str, str]:
     return {entry.key: sync_dataset(entry, ctx, trigger="manual").status for entry in catalogue.entries}
 
 
-def stored(ctx: SyncContext, key: str) -> Dataset:
+def stored(ctx: SyncContext, key: str) -> StoredDataset:
     with ctx.sessions() as session:
         dataset = load_dataset(session, key)
         assert dataset is not None
-        session.expunge(dataset)
         return dataset
 
 
@@ -134,8 +134,8 @@ def test_every_kind_syncs_exactly_then_an_unchanged_resync_costs_no_list_body(
         assert dataset.options == expected_options(entry.key), entry.key
         assert list(dataset.options) == list(expected_options(entry.key)), entry.key
     districts = stored(kinds_ctx, "barnet_carers_districts")
-    assert (districts.organization_id, districts.is_global) == (42, False)
-    assert stored(kinds_ctx, "iso_countries").is_global is True
+    assert (districts.row["organization_id"], districts.row["is_global"]) == (42, False)
+    assert stored(kinds_ctx, "iso_countries").row["is_global"] is True
     assert stored(kinds_ctx, "local_authority_districts").category == "reference"
 
     before = {url: len(apis.hits(url)) for url in (FILES, EXPAND, QUERY)}
