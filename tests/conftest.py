@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from models.db import migrate, session_factory
+from models.db import get_engine, migrate, session_factory
 from tests.api_upstream import ApiUpstream
 from tests.servers import PostgresServer, RedisServer
 from tests.upstream import Upstream
@@ -56,14 +56,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty, migrated store: once on SQLite, once on PostgreSQL."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'store.db'}"
     else:
         url = request.getfixturevalue("postgres_server").new_database()
     migrate(url)
-    return url
+    yield url
+    get_engine(url).dispose()  # engines are cached per URL: idle connections would pile up past max_connections
 
 
 @pytest.fixture
