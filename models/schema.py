@@ -104,6 +104,7 @@ class SyncState(Base):
     lease_expires_at: Mapped[datetime | None]
     etag: Mapped[str | None] = mapped_column(String(1000))
     last_modified: Mapped[str | None] = mapped_column(String(100))
+    source_token: Mapped[str | None] = mapped_column(String(255))
     last_success_at: Mapped[datetime | None]
     last_attempt_at: Mapped[datetime | None]
     last_status: Mapped[str | None] = mapped_column(String(16))

@@ -8,6 +8,8 @@ so adding a kind means adding one module here and registering it in ``scrapers/_
 from __future__ import annotations
 
 import codecs
+import hashlib
+import os
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -60,16 +62,40 @@ class Source(ABC):
             )
         ]
 
+    def check_url(self, url: str) -> str | None:
+        """Why ``url`` cannot be an address of this kind (checked with the catalogue), or None."""
+        return None
+
     def headers(self, entry: SourceEntry) -> dict[str, str]:
         return {}
 
-    def secrets(self, entry: SourceEntry) -> list[str]:
-        """Values that must never appear in logs, errors or ``sync_runs``."""
+    def kept_validators(self, documents: list[Document]) -> Validators:
+        """What to keep for the next fetch. A 304 on the first page of a paginated API says nothing
+        about the other pages, so a fetch of several documents keeps only the token a kind put on
+        the first one (a resource hash, an expansion identifier: ``Validators.token``)."""
+        return documents[0].validators if len(documents) == 1 else Validators(token=documents[0].validators.token)
+
+    def credential_variables(self, entry: SourceEntry) -> list[str]:
+        """Environment variables the entry's credentials come from (``datasync catalogue check`` notes unset ones)."""
         return []
+
+    def secrets(self, entry: SourceEntry) -> list[str]:
+        """Values that must never appear in logs, errors or ``sync_runs``: every credential's value."""
+        return [value for name in self.credential_variables(entry) if (value := os.environ.get(name))]
 
     @abstractmethod
     def parse(self, entry: SourceEntry, documents: list[Document]) -> list[RawOption]:
         """Rows in source order; raise ``PermanentError`` when the documents hold no list."""
+
+
+def source_token(entry: SourceEntry, upstream: str | None) -> str | None:
+    """The upstream's proof of "unchanged", tied to the entry: after an edit of the entry (another
+    column, another code system) the list is fetched in full even when the upstream did not move."""
+    if upstream is None:
+        return None
+    params = entry.params.model_dump_json() if isinstance(entry.params, BaseModel) else repr(entry.params)
+    keys = hashlib.sha256(f"{entry.url}\n{params}".encode()).hexdigest()[:16]
+    return f"{upstream}|{keys}"
 
 
 def require_text(document: Document) -> None:

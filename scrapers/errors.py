@@ -78,11 +78,12 @@ def url_credentials(url: str) -> str | None:
 class SyncError(Exception):
     transient = False
 
-    def __init__(self, kind: str, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, kind: str, message: str, *, retry_after: float | None = None, body: bytes = b"") -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retry_after = retry_after
+        self.body = body  # the start of an HTTP error response, for kinds that explain errors in it (FHIR)
 
 
 class TransientError(SyncError):

@@ -34,6 +34,7 @@ class Validators:
 
     etag: str | None = None
     last_modified: str | None = None
+    token: str | None = None  # a source's own proof of "unchanged" (resource hash, expansion id), see kept_validators
 
 
 @dataclass
@@ -46,7 +47,11 @@ class Document:
 
 
 class NotModified(Exception):
-    """The upstream answered 304: what we have is current."""
+    """The upstream answered 304 (or the source's token matched): what we have is current."""
+
+    def __init__(self, url: str, reason: str = "upstream answered 304 Not Modified") -> None:
+        super().__init__(url)
+        self.reason = reason
 
 
 class Throttle(Protocol):
@@ -228,6 +233,8 @@ class HttpClient:
         for hop in range(MAX_REDIRECTS + 1):
             _check_url(canonical, allowed_hosts, redirected_from=url if hop else None)
             host = host_of(canonical)
+            if host != host_of(url):  # credentials never follow a redirect to another host
+                request_headers = {"Accept": accept}
             self.host_health.check(host, canonical)
             with self.throttle.slot(host):  # held until the body is read, not just the headers
                 document = self._exchange(canonical, request_headers)
@@ -236,12 +243,24 @@ class HttpClient:
             canonical = self.rewrites.undo(urljoin(self.rewrites.apply(canonical), document))
         raise PermanentError("redirect", f"{url}: more than {MAX_REDIRECTS} redirects")
 
-    def _exchange(self, canonical: str, headers: dict[str, str]) -> Document | str:
+    def post_form(
+        self, url: str, form: dict[str, str], *, allowed_hosts: frozenset[str], accept: str = "application/json"
+    ) -> Document:
+        """POST a form (an OAuth2 token request): same rewrites, throttle, deadline and checks, no redirects."""
+        _check_url(url, allowed_hosts)
+        self.host_health.check(host_of(url), url)
+        with self.throttle.slot(host_of(url)):
+            document = self._exchange(url, {"Accept": accept}, form)
+        if not isinstance(document, Document):
+            raise PermanentError("redirect", f"{url}: a POST is never redirected")
+        return document
+
+    def _exchange(self, canonical: str, headers: dict[str, str], form: dict[str, str] | None = None) -> Document | str:
         """One request within the total deadline: the document, or a redirect's Location."""
         host = host_of(canonical)
         with _Deadline(self.deadline).running() as deadline:
             try:
-                response = self._request(canonical, headers, deadline)
+                response = self._request(canonical, headers, deadline, form)
                 self.host_health.answered(host)
                 if response.is_redirect:
                     response.close()
@@ -262,11 +281,17 @@ class HttpClient:
             self.host_health.timed_out(host_of(canonical))
         return error
 
-    def _request(self, canonical: str, headers: dict[str, str], deadline: _Deadline) -> requests.Response:
+    def _request(
+        self, canonical: str, headers: dict[str, str], deadline: _Deadline, form: dict[str, str] | None = None
+    ) -> requests.Response:
         target = self.rewrites.apply(canonical)
         connect, read = self.timeout
         timeout = (min(connect, deadline.remaining()), min(read, deadline.remaining()))
         try:
+            if form is not None:
+                return self.session.post(
+                    target, data=form, headers=headers, timeout=timeout, stream=True, allow_redirects=False
+                )
             return self.session.get(target, headers=headers, timeout=timeout, stream=True, allow_redirects=False)
         except requests.Timeout as exc:
             raise TransientError("timeout", f"{canonical}: timed out ({exc.__class__.__name__})") from exc
@@ -335,17 +360,27 @@ def _raise_for_status(url: str, response: requests.Response) -> None:
     if 200 <= status < 300:
         return
     reason = f"{url}: HTTP {status} {response.reason or ''}".strip()
+    body = _error_body(response)
     if status in RETRYABLE_STATUSES:
         raise TransientError(
-            f"http_{status}", reason, retry_after=parse_retry_after(response.headers.get("Retry-After"))
+            f"http_{status}", reason, retry_after=parse_retry_after(response.headers.get("Retry-After")), body=body
         )
     if status == 403:
         raise PermanentError(
             "http_403",
             f"{reason}: the upstream refused us (it may block non-browser clients; "
             "check DATASYNC_USER_AGENT and any API key)",
+            body=body,
         )
-    raise PermanentError(f"http_{status}", reason)
+    raise PermanentError(f"http_{status}", reason, body=body)
+
+
+def _error_body(response: requests.Response, limit: int = 64 * 1024) -> bytes:
+    """The start of an error response (FHIR explains errors in an OperationOutcome); never fails."""
+    try:
+        return response.raw.read(limit, decode_content=True) or b""
+    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError):
+        return b""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from models.db import get_engine, migrate, session_factory
+from tests.api_upstream import ApiUpstream
 from tests.servers import PostgresServer, RedisServer
 from tests.upstream import Upstream
 from worker.catalogue import Catalogue, load_catalogue
@@ -95,3 +96,10 @@ def sqlite_sessions(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'unit.db'}"
     migrate(url)
     return session_factory(url)
+
+
+@pytest.fixture
+def apis() -> Iterator[ApiUpstream]:
+    """The local FHIR / Charitylog / DataPress / ArcGIS emulation (``tests/api_upstream.py``)."""
+    with ApiUpstream() as server:
+        yield server

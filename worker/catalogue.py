@@ -189,6 +189,43 @@ def parse_window(text: str) -> tuple[time, time] | None:
 
 def load_catalogue(path: Path, limits: ProfileLimits = DATASYNC_LIMITS) -> Catalogue:
     """The catalogue at ``path``, checked whole, including against the store profile's ``limits``."""
+    document, raw_entries = _read(path)
+    entries = [_entry(path, position, raw) for position, raw in enumerate(raw_entries, start=1)]
+    _check_unique(path, entries)
+    for position, entry in enumerate(entries, start=1):
+        problem = _beyond_limits(entry, limits)
+        if problem:
+            name, why = problem
+            raise CatalogueError(
+                f"{path}: entry {position} (key {entry.key!r}): field {name!r}: {why}",
+                [Problem("limit", why, pointer("datasets", position - 1, name))],
+            )
+    return Catalogue(path, tuple(entries), _publish_defaults(path, document.get("publish", {})))
+
+
+def catalogue_problems(path: Path, limits: ProfileLimits = DATASYNC_LIMITS) -> list[str]:
+    """Every entry's problem, each located (``load_catalogue`` stops at the first); then the file's."""
+    try:
+        _, raw_entries = _read(path)
+    except CatalogueError as exc:
+        return [str(exc)]
+    problems = []
+    for position, raw in enumerate(raw_entries, start=1):
+        try:
+            _entry(path, position, raw)
+        except CatalogueError as exc:
+            problems.append(str(exc))
+    if problems:
+        return problems
+    try:
+        load_catalogue(path, limits)
+    except CatalogueError as exc:
+        return [str(exc)]
+    return []
+
+
+def _read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The TOML document and its ``[[datasets]]`` tables, or the located reason they are unusable."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -212,17 +249,7 @@ def load_catalogue(path: Path, limits: ProfileLimits = DATASYNC_LIMITS) -> Catal
                 f"{path}: entry {position}: each dataset must be a [[datasets]] table",
                 [Problem("type", "each dataset must be a [[datasets]] table", pointer("datasets", position - 1))],
             )
-    entries = [_entry(path, position, raw) for position, raw in enumerate(raw_entries, start=1)]
-    _check_unique(path, entries)
-    for position, entry in enumerate(entries, start=1):
-        problem = _beyond_limits(entry, limits)
-        if problem:
-            name, why = problem
-            raise CatalogueError(
-                f"{path}: entry {position} (key {entry.key!r}): field {name!r}: {why}",
-                [Problem("limit", why, pointer("datasets", position - 1, name))],
-            )
-    return Catalogue(path, tuple(entries), _publish_defaults(path, document.get("publish", {})))
+    return document, raw_entries
 
 
 def _publish_defaults(path: Path, raw: Any) -> PublishDefaults:
@@ -253,6 +280,11 @@ def _entry(path: Path, position: int, raw: dict[str, Any]) -> CatalogueEntry:
         raise CatalogueError(
             f"{where}: {_describe(exc)} (for source {fields.source!r})", _problems(exc, "datasets", position - 1)
         ) from exc
+    if problem := source.check_url(fields.url):
+        raise CatalogueError(
+            f"{where}: field 'url': {problem} (for source {fields.source!r})",
+            [Problem("value", problem, pointer("datasets", position - 1, "url"))],
+        )
     return CatalogueEntry(
         params=params,
         allowed_hosts=frozenset(h.lower() for h in fields.allowed_hosts) | {host_of(fields.url)},

@@ -28,6 +28,7 @@ from rich.text import Text
 from models.diff import OptionsDiff
 from scrapers.errors import redact
 from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
+from worker.cli_catalogue import catalogue_app
 from worker.cli_healthcheck import register as register_healthcheck
 from worker.cli_monitoring import check_state_filter, print_status_table, register, report_system
 from worker.cli_publish import catalogue_exit, register_publish, settings_exit
@@ -730,6 +731,7 @@ def _text(value: Any) -> str:
 register_healthcheck(app)
 register_publish(app, open_catalogue, ensure_schema)
 register(app)
+app.add_typer(catalogue_app, name="catalogue")
 
 if __name__ == "__main__":
     main()

@@ -103,15 +103,14 @@ def fetch_options(
 ) -> tuple[OptionList, Validators]:
     """Fetch, parse and normalise one source; raises ``NotModified`` or ``SyncError``.
 
-    Returns the list and the validators worth keeping: a 304 on the first page of a paginated
-    API says nothing about the other pages, so those sources never get validators.
+    Returns the list and the validators worth keeping (the source decides which: ``kept_validators``).
     """
     source = SOURCES[entry.source]
     documents = source.fetch(entry, ctx.http, validators)
     option_list = normalise(source.parse(entry, documents), ctx.limits, entry.url)
     if not option_list.options:
         raise PermanentError("empty", f"{entry.url}: the source gave no usable options")
-    return option_list, documents[0].validators if len(documents) == 1 else Validators()
+    return option_list, source.kept_validators(documents)
 
 
 def _run(
@@ -129,8 +128,8 @@ def _run(
     try:
         option_list, validators = fetch_options(entry, ctx, None if refetch else _validators(ctx, entry.key))
         return _store(ctx, entry, run_id, option_list, validators, accept_changes, started)
-    except NotModified:
-        return _store_not_modified(ctx, entry, run_id, started)
+    except NotModified as unchanged:
+        return _store_not_modified(ctx, entry, run_id, started, unchanged.reason)
     except OwnedByPeople as error:
         return _store_failure(ctx, entry, run_id, started, "owned_by_people", str(error), transient=False)
     except SyncError as error:
@@ -197,6 +196,7 @@ def _store(
         finish_run(session, run_id, outcome, started, now, options_before=result.options_before)
         finish_state(state, result.status, now)
         state.etag, state.last_modified = validators.etag, validators.last_modified
+        state.source_token = validators.token
         state.rejected_hash = None
         clear_hold(state)
     return outcome
@@ -244,7 +244,9 @@ def _record_refusal(
     return outcome
 
 
-def _store_not_modified(ctx: SyncContext, entry: CatalogueEntry, run_id: int, started: datetime) -> SyncOutcome:
+def _store_not_modified(
+    ctx: SyncContext, entry: CatalogueEntry, run_id: int, started: datetime, reason: str
+) -> SyncOutcome:
     now = utcnow()
     with ctx.sessions.begin() as session:
         dataset = stamp_verified(session, entry.key, entry.stamp_field, now)
@@ -255,7 +257,7 @@ def _store_not_modified(ctx: SyncContext, entry: CatalogueEntry, run_id: int, st
             dataset.version if dataset else None,
             count,
             run_id=run_id,
-            warnings=("upstream answered 304 Not Modified",),
+            warnings=(reason,),
         )
         finish_run(session, run_id, outcome, started, now, options_before=count)
         finish_state(lease.ensure_state(session, entry.key), "unchanged", now)
@@ -387,9 +389,11 @@ def _validators(ctx: SyncContext, key: str) -> Validators | None:
     """Conditional-request validators, only while the stored row they describe still exists."""
     with ctx.sessions() as session:
         state = session.get(SyncState, key)
-        if state is None or not (state.etag or state.last_modified) or load_dataset(session, key) is None:
+        if state is None or not (state.etag or state.last_modified or state.source_token):
             return None
-        return Validators(state.etag, state.last_modified)
+        if load_dataset(session, key) is None:
+            return None
+        return Validators(state.etag, state.last_modified, state.source_token)
 
 
 def _redact(message: str, entry: CatalogueEntry) -> str:

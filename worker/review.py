@@ -162,7 +162,7 @@ def _apply(
             )
             finish_run(session, run_id, outcome, started, utcnow(), options_before=result.options_before)
             clear_hold(state)
-            state.etag = state.last_modified = state.rejected_hash = None  # next sync compares full bodies
+            state.etag = state.last_modified = state.source_token = state.rejected_hash = None  # full bodies next
             if pause_reason:
                 state.paused, state.paused_reason = True, pause_reason
         return outcome

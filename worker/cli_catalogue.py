@@ -1,0 +1,97 @@
+"""``datasync catalogue ...``: check a catalogue without fetching, and discover lists to add to it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from scrapers import SOURCES
+from scrapers.errors import SyncError, redact
+from worker.catalogue import CatalogueEntry, CatalogueError, catalogue_problems, load_catalogue
+from worker.settings import get_settings
+
+NHS_DD_INDEX = "https://www.datadictionary.nhs.uk/data_elements_overview.html"
+
+catalogue_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Check the catalogue, and find lists to add to it."
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@catalogue_app.command("check")
+def check_command(
+    path: Annotated[Path | None, typer.Argument(help="Catalogue TOML (default: DATASYNC_CATALOGUE).")] = None,
+) -> None:
+    """Validate a catalogue without fetching anything; exit 2 listing every located problem."""
+    settings = get_settings()
+    target, limits = path or settings.catalogue, settings.dataset_table().limits
+    problems = catalogue_problems(target, limits)
+    for problem in problems:
+        err.print(Text("error: ", style="bold red") + Text(problem))
+    if problems:
+        raise typer.Exit(2)
+    entries = load_catalogue(target, limits).entries
+    kinds = Counter(entry.source for entry in entries)
+    summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+    out.print(f"{target}: {sum(kinds.values())} datasets, all valid ({summary})")
+    for variable, keys in unset_credentials(entries).items():
+        err.print(f"note: environment variable {variable} is not set here (credentials of {', '.join(keys)})")
+
+
+def unset_credentials(entries: tuple[CatalogueEntry, ...]) -> dict[str, list[str]]:
+    """Credential variables the entries name that this environment lacks, with the keys needing them."""
+    unset: dict[str, list[str]] = {}
+    for entry in entries:
+        for variable in SOURCES[entry.source].credential_variables(entry):
+            if not os.environ.get(variable):
+                unset.setdefault(variable, []).append(entry.key)
+    return unset
+
+
+@catalogue_app.command("discover")
+def discover_command(
+    source: Annotated[str, typer.Argument(help="Where to look: nhs_dd (the NHS Data Dictionary).")],
+    index: Annotated[str, typer.Option(help="The data-element index page.")] = NHS_DD_INDEX,
+    limit: Annotated[int | None, typer.Option(min=1, help="Check at most this many new elements.")] = None,
+    catalogue: Annotated[Path | None, typer.Option(help="Catalogue TOML (default: DATASYNC_CATALOGUE).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print catalogue entries for code lists the catalogue lacks (exit 1 if the index is unreachable)."""
+    if source != "nhs_dd":
+        err.print(Text("error: ", style="bold red") + Text(f"cannot discover {source!r} lists (known: nhs_dd)"))
+        raise typer.Exit(2)
+    from worker.context import SyncContext, throttle_for  # the HTTP stack only when discovering
+    from worker.discover import discover_nhs_dd
+
+    settings = get_settings()
+    try:
+        known = load_catalogue(catalogue or settings.catalogue, settings.dataset_table().limits)
+    except CatalogueError as exc:
+        err.print(Text("error: ", style="bold red") + Text(str(exc)))
+        raise typer.Exit(2) from exc
+    ctx = SyncContext.from_settings(settings, throttle_for(settings))
+    try:
+        found = discover_nhs_dd(known, ctx.http, index_url=index, limit=limit)
+    except SyncError as error:
+        err.print(Text("error: ", style="bold red") + Text(redact(error.message)))
+        raise typer.Exit(1) from error
+    finally:
+        ctx.close()
+    for line in found.skipped:
+        err.print(Text("not checked: ", style="yellow") + Text(redact(line)))
+    if found.unchecked:
+        err.print(f"{found.unchecked} more new element(s) not checked (raise --limit)")
+    if as_json:
+        out.print(json.dumps([candidate.to_json() for candidate in found.candidates], indent=2), markup=False)
+        return
+    for candidate in found.candidates:
+        out.print(candidate.to_toml() + "\n", markup=False)
+    err.print(f"{len(found.candidates)} new code list(s) found")
