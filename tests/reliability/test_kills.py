@@ -45,13 +45,25 @@ def in_flight(store_url: str, pids: set[int]) -> set[str]:
     }
 
 
+def busy_children(store_url: str, worker: subprocess.Popen) -> set[int]:
+    """Pool processes of ``worker`` that have a sync running right now."""
+    children = {child.pid for child in pool_children(worker)}
+    return {pid for pid in children if in_flight(store_url, {pid})}
+
+
 def kill_one(
     rng: random.Random, workers: list[subprocess.Popen], fleet: CeleryProcesses, store_url: str, whole: bool
 ) -> dict:
     """Kill a random pool child of a random worker (Celery replaces it), or that whole worker (we start a new one)."""
     worker = rng.choice(workers)
-    children = wait_until(lambda: pool_children(worker), 60, "the worker's pool", fleet)
-    victims = pids_of(worker) if whole else {rng.choice(children).pid}
+    if whole:
+        wait_until(lambda: pool_children(worker), 60, "the worker's pool", fleet)
+        victims = pids_of(worker)
+    else:
+        # A pool child that is syncing has finished starting: Celery gives up on a pool whose child
+        # dies before it is up ("Could not start worker processes"), which is not the fault under test.
+        busy = wait_until(lambda: busy_children(store_url, worker), 60, "a pool process with a sync in flight", fleet)
+        victims = {rng.choice(sorted(busy))}
     held = in_flight(store_url, victims)
     moment = datetime.now(UTC)
     if whole:
