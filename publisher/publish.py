@@ -198,8 +198,17 @@ def publish_one(publisher: Publisher, key: str, *, dry_run: bool = False) -> Pub
 
 
 def publish_errors(session: Session, key: str) -> dict[str, Any] | None:
-    """The dataset's last publish error as ``{message, code, errors}``, or None (for ``status``)."""
-    publication = session.get(Publication, key)
+    """The dataset's last publish error as ``{message, code, errors}``, or None."""
+    return publication_error(session.get(Publication, key))
+
+
+def publications_with_errors(session: Session) -> dict[str, dict[str, Any]]:
+    """Every dataset's stored publish error by key, in one query (for ``status``)."""
+    failed = session.scalars(select(Publication).where(Publication.error_message.is_not(None)))
+    return {publication.dataset_key: error for publication in failed if (error := publication_error(publication))}
+
+
+def publication_error(publication: Publication | None) -> dict[str, Any] | None:
     if publication is None or publication.error_message is None:
         return None
     problems = [Problem.from_json(item) for item in publication.errors or []]

@@ -203,24 +203,24 @@ def load_catalogue(path: Path, limits: ProfileLimits = DATASYNC_LIMITS) -> Catal
     return Catalogue(path, tuple(entries), _publish_defaults(path, document.get("publish", {})))
 
 
-def catalogue_problems(path: Path, limits: ProfileLimits = DATASYNC_LIMITS) -> list[str]:
+def catalogue_problems(path: Path, limits: ProfileLimits = DATASYNC_LIMITS) -> list[CatalogueError]:
     """Every entry's problem, each located (``load_catalogue`` stops at the first); then the file's."""
     try:
         _, raw_entries = _read(path)
     except CatalogueError as exc:
-        return [str(exc)]
+        return [exc]
     problems = []
     for position, raw in enumerate(raw_entries, start=1):
         try:
             _entry(path, position, raw)
         except CatalogueError as exc:
-            problems.append(str(exc))
+            problems.append(exc)
     if problems:
         return problems
     try:
         load_catalogue(path, limits)
     except CatalogueError as exc:
-        return [str(exc)]
+        return [exc]
     return []
 
 

@@ -6,7 +6,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,7 @@ from rich.text import Text
 from scrapers import SOURCES
 from scrapers.errors import SyncError, redact
 from worker.catalogue import CatalogueEntry, CatalogueError, catalogue_problems, load_catalogue
+from worker.problems import problem_document
 from worker.settings import get_settings
 
 NHS_DD_INDEX = "https://www.datadictionary.nhs.uk/data_elements_overview.html"
@@ -29,21 +30,39 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 @catalogue_app.command("check")
 def check_command(
     path: Annotated[Path | None, typer.Argument(help="Catalogue TOML (default: DATASYNC_CATALOGUE).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="A {message, code, errors} document on stdout.")] = False,
 ) -> None:
     """Validate a catalogue without fetching anything; exit 2 listing every located problem."""
     settings = get_settings()
     target, limits = path or settings.catalogue, settings.dataset_table().limits
     problems = catalogue_problems(target, limits)
     for problem in problems:
-        err.print(Text("error: ", style="bold red") + Text(problem))
+        err.print(Text("error: ", style="bold red") + Text(str(problem)))
     if problems:
+        if as_json:
+            print_json(problems_document(target, problems))
         raise typer.Exit(2)
     entries = load_catalogue(target, limits).entries
     kinds = Counter(entry.source for entry in entries)
     summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
-    out.print(f"{target}: {sum(kinds.values())} datasets, all valid ({summary})")
+    if as_json:
+        print_json({"message": f"{target}: {len(entries)} datasets, no problems", "code": "ok", "errors": []})
+    else:
+        out.print(f"{target}: {len(entries)} datasets, all valid ({summary})")
     for variable, keys in unset_credentials(entries).items():
         err.print(f"note: environment variable {variable} is not set here (credentials of {', '.join(keys)})")
+
+
+def problems_document(target: Path, problems: list[CatalogueError]) -> dict[str, Any]:
+    """All problems in one document; each keeps its located errors (or, unlocated, its own message)."""
+    message = str(problems[0]) if len(problems) == 1 else f"{target}: {len(problems)} invalid entries"
+    located = [problem_document(str(exc), "catalogue_invalid", exc.errors)["errors"] for exc in problems]
+    return {"message": message, "code": "catalogue_invalid", "errors": [one for errors in located for one in errors]}
+
+
+def print_json(document: Any) -> None:
+    """Plain ``print``: rich would read ``[...]`` and ``:name:`` inside messages as markup and emoji."""
+    print(json.dumps(document, indent=2, ensure_ascii=False))
 
 
 def unset_credentials(entries: tuple[CatalogueEntry, ...]) -> dict[str, list[str]]:

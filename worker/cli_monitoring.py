@@ -57,6 +57,7 @@ def print_status_table(rows: list[dict[str, Any]], now: datetime) -> None:
     for row in rows:
         error = row["last_error"]
         why = row["reason"] + (f"\n{error['kind']}: {error['message']}" if error and row["state"] != "held" else "")
+        why += f"\npublish: {row['publish_error']['message']}" if row["publish_error"] else ""
         table.add_row(
             row["key"],
             row["category"],

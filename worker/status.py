@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.datasets import StoredDataset, table_of
 from models.schema import SyncState
 from models.types import utcnow
+from publisher.publish import publications_with_errors
 from worker.catalogue import Catalogue
 from worker.health import assess, iso, last_runs
 from worker.pipeline import is_due
@@ -27,6 +28,7 @@ def dataset_status(
         datasets = {d.key: d for d in table_of(session).synced(session)}
         states = {s.dataset_key: s for s in session.scalars(select(SyncState))}
         runs = last_runs(session)
+        publish_errors = publications_with_errors(session)
     entries = catalogue.by_key()
     keys = list(entries) + sorted(key for key in datasets if key not in entries)
     rows = []
@@ -53,6 +55,7 @@ def dataset_status(
                 "paused_reason": state.paused_reason if state else None,
                 "syncing": bool(state and state.lease_live(now)),
                 "due": bool(entry and entry.enabled and is_due(entry, state, now, settings)),
+                "publish_error": publish_errors.get(key),
                 **health.to_json(),
             }
         )

@@ -84,6 +84,33 @@ def test_check_lists_every_located_problem_and_exits_2(tmp_path: Path) -> None:
     assert "entry 7 (key 'local_authority_districts'): field 'code_field': Field required" in lines[2]
 
 
+def test_check_json_locates_every_problem_by_json_pointer(tmp_path: Path) -> None:
+    text = EXAMPLES.read_text(encoding="utf-8")
+    text = text.replace('table = "district"', 'table = "district"\ncolour = "blue"')
+    text = text.replace('code_field = "LAD23CD"\n', "")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text, encoding="utf-8")
+    result = datasync({}, "catalogue", "check", str(bad), "--json")
+    assert result.returncode == 2
+    document = json.loads(result.stdout)
+    assert document["message"] == f"{bad}: 2 invalid entries"
+    assert document["code"] == "catalogue_invalid"
+    assert document["errors"] == [
+        {"type": "unknown_key", "detail": "unknown key", "location": "/datasets/3/colour"},
+        {"type": "missing", "detail": "Field required", "location": "/datasets/6/code_field"},
+    ]
+    assert len(result.stderr.strip().splitlines()) == 2
+
+
+def test_check_json_of_a_valid_catalogue_and_of_a_missing_file(tmp_path: Path) -> None:
+    valid = datasync({}, "catalogue", "check", str(EXAMPLES), "--json")
+    assert valid.returncode == 0, valid.stderr
+    assert json.loads(valid.stdout) == {"message": f"{EXAMPLES}: 9 datasets, no problems", "code": "ok", "errors": []}
+    missing = datasync({}, "catalogue", "check", str(tmp_path / "nope.toml"), "--json")
+    assert missing.returncode == 2
+    assert json.loads(missing.stdout)["errors"] == [{"type": "not_found", "detail": "file not found", "location": ""}]
+
+
 def test_check_notes_credential_variables_that_are_not_set() -> None:
     result = datasync({"CHARITYLOG_ORG_KEY": "set-here"}, "catalogue", "check", str(EXAMPLES))
     assert result.returncode == 0

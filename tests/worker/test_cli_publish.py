@@ -96,3 +96,23 @@ def test_bad_settings_are_a_located_document_with_json(env: dict[str, str]) -> N
     assert result.returncode == 2
     assert json.loads(result.stdout)["errors"][0]["location"] == "/DATASYNC_PUBLISH_MAX_ATTEMPTS"
     assert env["DATASYNC_PUBLISH_CLIENT_SECRET"] not in result.stdout + result.stderr
+
+
+def test_status_shows_the_stored_publish_error_of_each_dataset(
+    env: dict[str, str], catalogue_api: CatalogueApi, tmp_path: Path
+) -> None:
+    long_name = {**env, "DATASYNC_CATALOGUE": str(write_catalogue(tmp_path / "long.toml", KEYS, name="N" * 201))}
+    assert datasync(long_name, "sync").returncode == 0
+    published = datasync(long_name, "publish", "ethnic_category", "--json")
+    assert published.returncode == 2
+    [outcome] = json.loads(published.stdout)
+    status = datasync(long_name, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    rows = {row["key"]: row for row in json.loads(status.stdout)}
+    assert rows["ethnic_category"]["publish_error"] == outcome["error"]
+    assert rows["ethnic_category"]["publish_error"]["errors"][0]["location"] == "/title"
+    assert rows["nhs_trusts"]["publish_error"] is None
+    table = datasync({**long_name, "COLUMNS": "400"}, "status")
+    assert table.returncode == 0, table.stderr
+    [line] = [line for line in table.stdout.splitlines() if "publish:" in line]
+    assert "publish: dataset 'ethnic_category': record not valid for the catalogue: /title" in line
