@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from models.db import get_engine, migrate, session_factory
 from tests.api_upstream import ApiUpstream
@@ -18,6 +19,11 @@ from worker.context import SyncContext
 from worker.settings import DEFAULT_CATALOGUE, Settings, get_settings
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# Property tests judge outputs, not speed: on a busy 2-core CI machine an example may take longer
+# than hypothesis's default 200 ms deadline without anything being wrong.
+hypothesis_settings.register_profile("datasync", deadline=None)
+hypothesis_settings.load_profile("datasync")
 
 
 def expected_result(key: str) -> dict:
