@@ -142,6 +142,7 @@ def test_runs_filters_and_pages(api: ApiServer, deployment: Deployment) -> None:
     assert everything["count"] == 7 and len(everything["results"]) == 7
     failed = api.get(f"/api/sync/runs?dataset={FAILING}&status=failed", key).json()
     assert failed["count"] == 3 and {r["status"] for r in failed["results"]} == {"failed"}
+    assert {r["bytes_fetched"] for r in failed["results"]} == {None} and everything["results"][-1]["bytes_fetched"] > 0
     assert api.get("/api/sync/runs?since=1h", key).json()["count"] == 7
     deployment.clock.shift(hours=5)
     assert api.get("/api/sync/runs?since=1h", key).json()["count"] == 0
