@@ -54,7 +54,7 @@ class ForceRequest(BaseModel):
 
 
 def create_app(settings: Settings, catalogue: Catalogue, clock: Clock = utcnow) -> FastAPI:
-    sessions = session_factory(settings.database_url)
+    sessions = session_factory(settings.database_url, settings.dataset_table())
     services = Services(
         settings,
         clock,
