@@ -54,7 +54,7 @@ class ForceRequest(BaseModel):
 
 
 def create_app(settings: Settings, catalogue: Catalogue, clock: Clock = utcnow) -> FastAPI:
-    sessions = session_factory(settings.database_url)
+    sessions = session_factory(settings.database_url, settings.dataset_table())
     services = Services(
         settings,
         clock,
@@ -190,7 +190,7 @@ def _dataset_routes(app: FastAPI, s: Services) -> None:
         """Apply the change a guard rail held back (operator)."""
         require_operator(caller)
         reviewable(key, caller)
-        outcome = _review(review.accept, s.review_ctx, key)
+        outcome = _review(review.accept, s.review_ctx, key, trigger="api")
         entry = s.catalogue.by_key().get(key)
         if entry is not None:
             webhooks.after_sync(s.review_ctx, entry, outcome)  # announce the applied change and the recovery
@@ -201,13 +201,13 @@ def _dataset_routes(app: FastAPI, s: Services) -> None:
         """Drop the held change; the same upstream content is not held again (operator)."""
         require_operator(caller)
         reviewable(key, caller)
-        _review(review.reject, s.review_ctx, key)
+        _review(review.reject, s.review_ctx, key, trigger="api")
         return {"key": key, "rejected": True}
 
 
-def _review(action: Any, *args: Any) -> Any:
+def _review(action: Any, *args: Any, **kwargs: Any) -> Any:
     try:
-        return action(*args)
+        return action(*args, **kwargs)
     except ReviewError as exc:
         status = 404 if " has no version " in str(exc) or str(exc).startswith("no dataset") else 409
         raise HTTPException(status, str(exc)) from exc

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from api.queries import DatasetReader
 from worker.broker import broker_url_of
 from worker.health import STATES, system_health
-from worker.run_log import duration_histogram, run_counts
+from worker.run_log import bytes_fetched, duration_histogram, run_counts
 from worker.settings import Settings
 
 DURATION_BOUNDS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -62,6 +62,12 @@ class StoreCollector(Collector):
         for status, trigger, kind, count in run_counts(self.reader.sessions):
             runs.add_metric([status, trigger, kind], count)
         yield runs
+        fetched = CounterMetricFamily(
+            "datasync_bytes_fetched", "Body bytes downloaded by the kept sync attempts", labels=["dataset"]
+        )
+        for key, total in bytes_fetched(self.reader.sessions):
+            fetched.add_metric([key], total)
+        yield fetched
         cumulative, total, seconds = duration_histogram(self.reader.sessions, DURATION_BOUNDS)
         buckets = [(f"{bound:g}", float(count)) for bound, count in zip(DURATION_BOUNDS, cumulative, strict=True)]
         yield HistogramMetricFamily(

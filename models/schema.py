@@ -92,6 +92,7 @@ class SyncRun(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     will_retry: Mapped[bool] = mapped_column(Boolean, default=False)
     worker: Mapped[str | None] = mapped_column(String(255))
+    bytes_fetched: Mapped[int | None] = mapped_column(Integer)
 
 
 class SyncState(Base):

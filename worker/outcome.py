@@ -22,6 +22,7 @@ class SyncOutcome:
     retry_after: float | None = None
     will_retry: bool = False
     run_id: int | None = None
+    bytes_fetched: int | None = None
 
     @property
     def failed(self) -> bool:
@@ -40,6 +41,7 @@ class SyncOutcome:
             error=data.get("error"),
             will_retry=data.get("will_retry", False),
             run_id=data.get("run_id"),
+            bytes_fetched=data.get("bytes_fetched"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -55,4 +57,5 @@ class SyncOutcome:
             "error": self.error,
             "will_retry": self.will_retry,
             "run_id": self.run_id,
+            "bytes_fetched": self.bytes_fetched,
         }

@@ -83,7 +83,7 @@ def sync_dataset(
 def preview_dataset(entry: CatalogueEntry, ctx: SyncContext) -> SyncOutcome:
     """What a forced sync would change, without writing anything (``sync --dry-run``)."""
     try:
-        option_list, _ = fetch_options(entry, ctx, None)
+        option_list, _, _ = fetch_options(entry, ctx, None)
     except SyncError as error:
         return SyncOutcome(entry.key, "failed", error_kind=error.kind, error=_redact(error.message, entry))
     with ctx.sessions() as session:
@@ -100,17 +100,18 @@ def preview_dataset(entry: CatalogueEntry, ctx: SyncContext) -> SyncOutcome:
 
 def fetch_options(
     entry: CatalogueEntry, ctx: SyncContext, validators: Validators | None
-) -> tuple[OptionList, Validators]:
+) -> tuple[OptionList, Validators, int]:
     """Fetch, parse and normalise one source; raises ``NotModified`` or ``SyncError``.
 
-    Returns the list and the validators worth keeping (the source decides which: ``kept_validators``).
+    Returns the list, the validators worth keeping (the source decides which: ``kept_validators``)
+    and the body bytes downloaded (``sync_runs.bytes_fetched``).
     """
     source = SOURCES[entry.source]
     documents = source.fetch(entry, ctx.http, validators)
     option_list = normalise(source.parse(entry, documents), ctx.limits, entry.url)
     if not option_list.options:
         raise PermanentError("empty", f"{entry.url}: the source gave no usable options")
-    return option_list, source.kept_validators(documents)
+    return option_list, source.kept_validators(documents), sum(len(document.body) for document in documents)
 
 
 def _run(
@@ -126,8 +127,8 @@ def _run(
     started = utcnow()
     run_id = start_run(ctx.sessions, entry.key, trigger, ctx.worker_id, started, attempt)
     try:
-        option_list, validators = fetch_options(entry, ctx, None if refetch else _validators(ctx, entry.key))
-        return _store(ctx, entry, run_id, option_list, validators, accept_changes, started)
+        option_list, validators, fetched = fetch_options(entry, ctx, None if refetch else _validators(ctx, entry.key))
+        return _store(ctx, entry, run_id, option_list, validators, fetched, accept_changes, started)
     except NotModified as unchanged:
         return _store_not_modified(ctx, entry, run_id, started, unchanged.reason)
     except OwnedByPeople as error:
@@ -167,6 +168,7 @@ def _store(
     run_id: int,
     option_list: OptionList,
     validators: Validators,
+    fetched: int,
     accept_changes: bool,
     started: datetime,
 ) -> SyncOutcome:
@@ -180,7 +182,9 @@ def _store(
         current = load_syncable(session, entry.key)
         refusal = None if accept_changes else _refusal(current, state, option_list, ctx.settings)
         if refusal and current is not None:
-            return _record_refusal(session, state, current, snapshot, option_list, refusal, run_id, started, now)
+            return _record_refusal(
+                session, state, current, snapshot, option_list, refusal, fetched, run_id, started, now
+            )
         result = upsert_dataset(
             session, dataset_spec(entry), snapshot, stamp_field=entry.stamp_field, now=now, run_id=run_id
         )
@@ -192,6 +196,7 @@ def _store(
             result.diff,
             option_list.warnings,
             run_id=run_id,
+            bytes_fetched=fetched,
         )
         finish_run(session, run_id, outcome, started, now, options_before=result.options_before)
         finish_state(state, result.status, now)
@@ -219,6 +224,7 @@ def _record_refusal(
     snapshot: Snapshot,
     new: OptionList,
     refusal: tuple[str, str],
+    fetched: int,
     run_id: int,
     started: datetime,
     now: datetime,
@@ -238,6 +244,7 @@ def _record_refusal(
         error_kind=kind,
         error=reason,
         run_id=run_id,
+        bytes_fetched=fetched,
     )
     finish_run(session, run_id, outcome, started, now, options_before=len(current.options))
     finish_state(state, kind, now)
@@ -258,6 +265,7 @@ def _store_not_modified(
             count,
             run_id=run_id,
             warnings=(reason,),
+            bytes_fetched=0,
         )
         finish_run(session, run_id, outcome, started, now, options_before=count)
         finish_state(lease.ensure_state(session, entry.key), "unchanged", now)

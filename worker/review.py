@@ -2,7 +2,7 @@
 change, roll back to an earlier version, release a dataset back to auto-sync.
 
 Writes go through the same lease, upsert and run records as a sync, so an action never races a
-sync and always leaves an audit row in ``sync_runs`` (trigger ``cli``).
+sync and always leaves an audit row in ``sync_runs`` (trigger ``cli``, or ``api`` from the HTTP API).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def held_change(ctx: SyncContext, key: str) -> tuple[str, OptionsDiff]:
         return state.held_reason or "", current.diff_to(state.held_options)
 
 
-def accept(ctx: SyncContext, key: str) -> SyncOutcome:
+def accept(ctx: SyncContext, key: str, *, trigger: str = "cli") -> SyncOutcome:
     """Apply the held change as a new version."""
 
     def snapshot(session: Session, state: SyncState) -> Snapshot:
@@ -87,10 +87,10 @@ def accept(ctx: SyncContext, key: str) -> SyncOutcome:
             raise ReviewError(f"dataset {key!r} has no held change to accept")
         return Snapshot(state.held_options, state.held_hash or "", state.held_retired or [], state.held_defaults or [])
 
-    return _apply(ctx, key, "accept", snapshot, pause_reason=None)
+    return _apply(ctx, key, "accept", snapshot, pause_reason=None, trigger=trigger)
 
 
-def rollback(ctx: SyncContext, key: str, to_version: int) -> SyncOutcome:
+def rollback(ctx: SyncContext, key: str, to_version: int, *, trigger: str = "cli") -> SyncOutcome:
     """A new version equal to ``to_version``; auto-sync then stays paused until ``release``."""
 
     def snapshot(session: Session, state: SyncState) -> Snapshot:
@@ -98,10 +98,10 @@ def rollback(ctx: SyncContext, key: str, to_version: int) -> SyncOutcome:
         return Snapshot(version.options, version.content_hash, version.retired_codes, version.default_codes)
 
     reason = f"rolled back to version {to_version} on {utcnow():%Y-%m-%d %H:%M}Z"
-    return _apply(ctx, key, "rollback", snapshot, pause_reason=reason)
+    return _apply(ctx, key, "rollback", snapshot, pause_reason=reason, trigger=trigger)
 
 
-def reject(ctx: SyncContext, key: str) -> None:
+def reject(ctx: SyncContext, key: str, *, trigger: str = "cli") -> None:
     """Drop the held change; the same upstream content is not held again, only reported."""
     with _leased(ctx, key), ctx.sessions.begin() as session:
         _require_dataset(session, key)
@@ -111,10 +111,10 @@ def reject(ctx: SyncContext, key: str) -> None:
         reason = f"held change rejected by an operator ({state.held_reason})"
         state.rejected_hash = state.held_hash
         clear_hold(state)
-    record_skip(ctx.sessions, key, "cli", ctx.worker_id, "rejected", reason)
+    record_skip(ctx.sessions, key, trigger, ctx.worker_id, "rejected", reason)
 
 
-def release(ctx: SyncContext, key: str) -> None:
+def release(ctx: SyncContext, key: str, *, trigger: str = "cli") -> None:
     """Let auto-sync run again after a rollback."""
     with ctx.sessions.begin() as session:
         _require_dataset(session, key)
@@ -123,7 +123,7 @@ def release(ctx: SyncContext, key: str) -> None:
             raise ReviewError(f"dataset {key!r} is not paused")
         reason = f"auto-sync released by an operator (was: {state.paused_reason})"
         state.paused, state.paused_reason = False, None
-    record_skip(ctx.sessions, key, "cli", ctx.worker_id, "released", reason)
+    record_skip(ctx.sessions, key, trigger, ctx.worker_id, "released", reason)
 
 
 def _apply(
@@ -132,13 +132,14 @@ def _apply(
     origin: str,
     make_snapshot: Callable[[Session, SyncState], Snapshot],
     pause_reason: str | None,
+    trigger: str,
 ) -> SyncOutcome:
     with _leased(ctx, key):
         started = utcnow()
         with ctx.sessions.begin() as session:  # validate before leaving any trace
             _require_syncable(session, key)
             make_snapshot(session, lease.ensure_state(session, key))
-        run_id = start_run(ctx.sessions, key, "cli", ctx.worker_id, started)
+        run_id = start_run(ctx.sessions, key, trigger, ctx.worker_id, started)
         with ctx.sessions.begin() as session:
             state = lease.ensure_state(session, key)
             dataset = _require_syncable(session, key)

@@ -78,6 +78,7 @@ def run_json(run: SyncRun) -> dict[str, Any]:
         "error": run.error_message,
         "will_retry": run.will_retry,
         "worker": run.worker,
+        "bytes_fetched": run.bytes_fetched,
     }
 
 
@@ -88,6 +89,18 @@ def run_counts(sessions: sessionmaker[Session]) -> list[tuple[str, str, str, int
             SyncRun.status, SyncRun.trigger, SyncRun.error_kind
         )
         return [(status, trigger, kind or "", count) for status, trigger, kind, count in session.execute(query).all()]
+
+
+def bytes_fetched(sessions: sessionmaker[Session]) -> list[tuple[str, int]]:
+    """(dataset, body bytes its kept runs downloaded), for every dataset with a run that recorded some."""
+    query = (
+        select(SyncRun.dataset_key, func.sum(SyncRun.bytes_fetched))
+        .where(SyncRun.bytes_fetched.is_not(None))
+        .group_by(SyncRun.dataset_key)
+        .order_by(SyncRun.dataset_key)
+    )
+    with sessions() as session:
+        return [(key, int(total or 0)) for key, total in session.execute(query).all()]
 
 
 def duration_histogram(sessions: sessionmaker[Session], bounds: tuple[float, ...]) -> tuple[list[int], int, float]:

@@ -127,6 +127,7 @@ def finish_run(
     run.warnings = list(outcome.warnings)
     run.error_kind, run.error_message = outcome.error_kind, outcome.error
     run.will_retry = outcome.will_retry
+    run.bytes_fetched = outcome.bytes_fetched
 
 
 def finish_state(state: SyncState, status: str, now: datetime) -> None:

@@ -142,6 +142,7 @@ def test_runs_filters_and_pages(api: ApiServer, deployment: Deployment) -> None:
     assert everything["count"] == 7 and len(everything["results"]) == 7
     failed = api.get(f"/api/sync/runs?dataset={FAILING}&status=failed", key).json()
     assert failed["count"] == 3 and {r["status"] for r in failed["results"]} == {"failed"}
+    assert {r["bytes_fetched"] for r in failed["results"]} == {None} and everything["results"][-1]["bytes_fetched"] > 0
     assert api.get("/api/sync/runs?since=1h", key).json()["count"] == 7
     deployment.clock.shift(hours=5)
     assert api.get("/api/sync/runs?since=1h", key).json()["count"] == 0
@@ -157,12 +158,21 @@ def test_versions_diff_and_review_of_a_held_change(api: ApiServer, deployment: D
     assert versions["count"] == 1 and versions["results"][0]["version"] == 1
     accepted = api.post(f"/api/datasets/{HELD}/accept/", operator).json()
     assert accepted["status"] == "updated" and accepted["version"] == 2
+    newest = api.get(f"/api/sync/runs?dataset={HELD}", viewer).json()["results"][0]
+    assert (newest["id"], newest["status"], newest["trigger"]) == (accepted["run_id"], "updated", "api")
     diff = api.get(f"/api/datasets/{HELD}/diff/?from=1&to=2", viewer).json()
     assert (diff["from"], diff["to"], diff["added"], diff["removed"]) == (1, 2, 0, 30)
     again = api.post(f"/api/datasets/{HELD}/reject/", operator)
     assert again.status_code == 409 and "no held change" in again.json()["detail"]
     assert api.get(f"/api/datasets/{HELD}/diff/?from=7", viewer).status_code == 404
     assert api.get(f"/api/datasets/{HELD}/", viewer).json()["sync"]["state"] == "ok"
+
+
+def test_a_rejection_through_the_api_is_recorded_with_trigger_api(api: ApiServer, deployment: Deployment) -> None:
+    rejected = api.post(f"/api/datasets/{HELD}/reject/", deployment.keys.operator)
+    assert rejected.status_code == 200 and rejected.json() == {"key": HELD, "rejected": True}
+    newest = api.get(f"/api/sync/runs?dataset={HELD}", deployment.keys.viewer).json()["results"][0]
+    assert (newest["status"], newest["error_kind"], newest["trigger"]) == ("skipped", "rejected", "api")
 
 
 @pytest.mark.redis

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
+from models.schema import SyncRun
 from tests.api.conftest import FAILING, HELD, NEVER, OK, ApiServer, Deployment
+from tests.upstream import Upstream
 
 
 def scrape(api: ApiServer) -> dict[str, list]:
@@ -46,3 +49,16 @@ def test_metrics_follow_time_and_can_require_a_key(api: ApiServer, deployment: D
         assert private.get("/metrics").status_code == 401
         assert private.get("/status").status_code == 401
         assert private.get("/metrics", deployment.keys.viewer).status_code == 200
+
+
+def test_bytes_fetched_sum_each_dataset_s_runs(api: ApiServer, deployment: Deployment, upstream: Upstream) -> None:
+    entries = deployment.catalogue.by_key()
+    fetched = {s.labels["dataset"]: s.value for s in scrape(api)["datasync_bytes_fetched"] if s.name.endswith("_total")}
+    ok_body = upstream.body_for(upstream.url_path(entries[OK].url)) or b""
+    held_body = upstream.body_for(upstream.url_path(entries[HELD].url)) or b""
+    with deployment.ctx.sessions() as session:
+        held_runs = [run.bytes_fetched for run in session.scalars(select(SyncRun).where(SyncRun.dataset_key == HELD))]
+    assert len(held_runs) == 2 and held_runs[1] == len(held_body) > 0
+    assert fetched[OK] == len(ok_body) > 0
+    assert fetched[HELD] == held_runs[0] + held_runs[1]
+    assert NEVER not in fetched

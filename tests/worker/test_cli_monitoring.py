@@ -72,6 +72,7 @@ def test_runs_lists_history_with_filters(cli, synced) -> None:
     assert len(runs) == 4 and runs == sorted(runs, key=lambda r: -r["id"])
     failed = json.loads(cli("runs", "ethnic_category", "--status", "failed", "--limit", "2", "--json"))
     assert len(failed) == 2 and {r["error_kind"] for r in failed} == {"http_404"}
+    assert {r["bytes_fetched"] for r in failed} == {None} and all(r["bytes_fetched"] > 0 for r in runs[-1:])
     assert json.loads(cli("runs", "--since", "1h", "--json")) == runs
     assert "2 of 3 run(s)" in cli("runs", "ethnic_category", "--limit", "2")
     assert "give an ISO date/time" in cli("runs", "--since", "yesterday-ish", code=2)

@@ -251,3 +251,14 @@ def test_paginated_sources_never_send_validators(ctx: SyncContext, catalogue: Ca
     assert "If-None-Match" not in first_page_requests[-1]
     with ctx.sessions() as session:
         assert session.get(SyncState, entry.key).etag is None
+
+
+def test_runs_record_the_body_bytes_fetched_and_a_304_fetches_none(
+    ctx: SyncContext, catalogue: Catalogue, upstream: Upstream
+) -> None:
+    entry = catalogue.select(["nhs_england_regions"])[0]
+    body = upstream.body_for(upstream.url_path(entry.url))
+    assert body and sync_dataset(entry, ctx).bytes_fetched == len(body)
+    again = sync_dataset(entry, ctx, force=True)
+    assert again.status == "unchanged" and "304" in " ".join(again.warnings) and again.bytes_fetched == 0
+    assert [run.bytes_fetched for run in runs(ctx, entry.key)] == [len(body), 0]
