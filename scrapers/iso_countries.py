@@ -7,15 +7,12 @@ address stored with the dataset (e.g. the ISO 3166 page); nothing is fetched fro
 
 from __future__ import annotations
 
-import json
 from typing import Literal
 
 import pycountry
 
-from scrapers.base import Source, SourceEntry, SourceParams
-from scrapers.http import Document, HttpClient, Validators
-from scrapers.json_api import load_json
-from scrapers.normalise import RawOption
+from scrapers.base import SourceEntry, SourceParams
+from scrapers.local import LocalSource
 
 
 class IsoCountriesParams(SourceParams):
@@ -23,19 +20,14 @@ class IsoCountriesParams(SourceParams):
     label: Literal["name", "official_name", "common_name"] = "name"
 
 
-class IsoCountries(Source):
+class IsoCountries(LocalSource):
     kind = "iso_countries"
     source_type = "imported"
     params_model = IsoCountriesParams
 
-    def fetch(self, entry: SourceEntry, http: HttpClient, validators: Validators | None) -> list[Document]:
+    def pairs(self, entry: SourceEntry) -> list[tuple[str, str]]:
         params: IsoCountriesParams = entry.params
-        rows = [
-            [getattr(country, params.code), getattr(country, params.label, None) or country.name]
+        return [
+            (getattr(country, params.code), getattr(country, params.label, None) or country.name)
             for country in pycountry.countries
         ]
-        body = json.dumps(rows, ensure_ascii=False).encode("utf-8")
-        return [Document(entry.url, body, "application/json", "utf-8")]
-
-    def parse(self, entry: SourceEntry, documents: list[Document]) -> list[RawOption]:
-        return [RawOption(code=code, label=label) for code, label in load_json(documents[0])]

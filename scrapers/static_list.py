@@ -8,29 +8,21 @@ and a catalogue edit of its name or tags reaches the row on the next sync (no to
 
 from __future__ import annotations
 
-import json
-
 from pydantic import Field
 
-from scrapers.base import Source, SourceEntry, SourceParams
-from scrapers.http import Document, HttpClient, Validators
-from scrapers.json_api import load_json
-from scrapers.normalise import RawOption
+from scrapers.base import SourceEntry, SourceParams
+from scrapers.local import LocalSource
 
 
 class StaticListParams(SourceParams):
     options: dict[str, str] = Field(min_length=1)
 
 
-class StaticList(Source):
+class StaticList(LocalSource):
     kind = "static_list"
     source_type = "manual"
     params_model = StaticListParams
 
-    def fetch(self, entry: SourceEntry, http: HttpClient, validators: Validators | None) -> list[Document]:
+    def pairs(self, entry: SourceEntry) -> list[tuple[str, str]]:
         params: StaticListParams = entry.params
-        body = json.dumps(list(params.options.items()), ensure_ascii=False).encode("utf-8")
-        return [Document(entry.url, body, "application/json", "utf-8")]
-
-    def parse(self, entry: SourceEntry, documents: list[Document]) -> list[RawOption]:
-        return [RawOption(code=code, label=label) for code, label in load_json(documents[0])]
+        return list(params.options.items())
