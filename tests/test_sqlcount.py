@@ -1,0 +1,21 @@
+from pathlib import Path
+
+from sqlalchemy import text
+
+from models.db import get_engine
+from tests.sqlcount import counting
+
+
+def test_counts_statements_and_transactions_but_not_the_begin_hook(tmp_path: Path) -> None:
+    engine = get_engine(f"sqlite:///{tmp_path / 'count.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (n INTEGER)"))
+    with counting(engine) as count:
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO t VALUES (1)"))
+            connection.execute(text("SELECT n FROM t"))
+        with engine.connect() as connection:
+            connection.execute(text("SELECT count(*) FROM t"))
+            connection.rollback()
+    assert (count.statements, count.transactions, count.writing_transactions) == (3, 2, 1)
+    assert all(not statement.upper().startswith("BEGIN") for statement in count.texts)
