@@ -7,12 +7,17 @@ SQL is counted here with ``tests/sqlcount.py``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
+
+from sqlalchemy import Engine, event
 
 from models.db import get_engine
 from tests.sqlcount import counting
@@ -42,6 +47,24 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
+@contextlib.contextmanager
+def write_locks(engine: Engine) -> Iterator[Counter[str]]:
+    """Count transactions that begin by taking SQLite's write lock (BEGIN IMMEDIATE/EXCLUSIVE), reads included."""
+    taken: Counter[str] = Counter()
+    guard = threading.Lock()
+
+    def on_statement(_connection: Any, _cursor: Any, text: str, *_: Any) -> None:
+        if text.lstrip().upper().startswith(("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")):
+            with guard:
+                taken["write_locking"] += 1
+
+    event.listen(engine, "before_cursor_execute", on_statement)
+    try:
+        yield taken
+    finally:
+        event.remove(engine, "before_cursor_execute", on_statement)
+
+
 def run_sync(settings: Settings, command: SyncCommand) -> dict[str, Any]:
     """One sync of the whole catalogue as the CLI does it: its scheduler, retries and throttle."""
     entries = list(load_catalogue(settings.catalogue).entries)
@@ -53,7 +76,8 @@ def run_sync(settings: Settings, command: SyncCommand) -> dict[str, Any]:
         return sync_dataset(entry, ctx, trigger="cli", **options, **retries.of(attempt))
 
     try:
-        with counting(get_engine(settings.database_url)) as sql:
+        engine = get_engine(settings.database_url)
+        with counting(engine) as sql, write_locks(engine) as locks:
             started = time.perf_counter()
             outcomes = run_per_host(entries, command.jobs, ctx, work, lambda _: None, retries)
             wall = time.perf_counter() - started
@@ -67,6 +91,7 @@ def run_sync(settings: Settings, command: SyncCommand) -> dict[str, Any]:
         "statements": sql.statements,
         "transactions": sql.transactions,
         "writing_transactions": sql.writing_transactions,
+        "write_locking_transactions": locks["write_locking"],
     }
 
 

@@ -20,6 +20,7 @@ import importlib.util
 import multiprocessing
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -387,7 +388,7 @@ def summary(runs: list[dict[str, Any]], **labels: Any) -> dict[str, Any]:
     for run in runs:
         statuses.update(run["statuses"])
     row["result"] = ", ".join(f"{count // len(runs)} {status}" for status, count in sorted(statuses.items()))
-    for key in ("statements", "transactions", "writing_transactions"):
+    for key in ("statements", "transactions", "writing_transactions", "write_locking_transactions"):
         if key in runs[0]:
             row[key] = statistics.median(run[key] for run in runs) / n
     return row
@@ -437,16 +438,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run, not figures")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the results (RESULTS.md)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    parser.add_argument("--max-n", type=int, help="leave out the scale sizes above this N (a machine under load)")
     args = parser.parse_args(argv)
     sections = [name.strip() for name in args.sections.split(",") if name.strip()]
     if unknown := set(sections) - set(SECTIONS):
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     plan = QUICK if args.quick else FULL
+    left_out = [size.n for size in plan.sizes if args.max_n is not None and size.n > args.max_n]
+    plan = replace(plan, sizes=tuple(size for size in plan.sizes if size.n not in left_out))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # servers and workers are stopped on the way out
     from benchmarks.report import render
 
     started, when, start_load = time.monotonic(), datetime.now(UTC), load()
     with tempfile.TemporaryDirectory(prefix="datasync-bench-") as scratch:
         bench = Bench(plan, Path(scratch))
+        bench.results.notes += [f"N = {n:,}: left out of this run with `--max-n {args.max_n}`." for n in left_out]
         try:
             for name in sections:
                 getattr(bench, name)()
