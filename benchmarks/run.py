@@ -140,15 +140,20 @@ def cli_process(env: dict[str, str]) -> Iterator[Callable[[object], Any]]:
     mine, theirs = context.Pipe()
     process = context.Process(target=cli_path.serve, args=(theirs, env))
     process.start()
+    theirs.close()  # the child's end: once the child is gone, recv() ends instead of waiting forever
 
     def ask(command: object) -> Any:
         mine.send(command)
-        return mine.recv()
+        try:
+            return mine.recv()
+        except EOFError:
+            raise RuntimeError(f"the CLI path's process ended (exit code {process.exitcode})") from None
 
     try:
         yield ask
     finally:
-        mine.send(None)
+        with contextlib.suppress(OSError):
+            mine.send(None)
         process.join(60)
         if process.is_alive():
             process.kill()
@@ -455,7 +460,11 @@ def main(argv: list[str] | None = None) -> None:
         bench.results.notes += [f"N = {n:,}: left out of this run with `--max-n {args.max_n}`." for n in left_out]
         try:
             for name in sections:
-                getattr(bench, name)()
+                try:
+                    getattr(bench, name)()
+                except Exception as exc:  # the other sections' figures still count: record this one's failure
+                    bench.results.notes.append(f"Section `{name}` FAILED in this run: {exc}")
+                    print(f"section {name} failed: {exc}", file=sys.stderr, flush=True)
         finally:
             bench.close()
     machine = (
@@ -467,3 +476,5 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     args.output.write_text(text, encoding="utf-8")
     print(f"\nwritten to {args.output}", file=sys.stderr)
+    if any("FAILED" in note for note in bench.results.notes):
+        raise SystemExit(1)

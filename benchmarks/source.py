@@ -8,6 +8,7 @@ run at 10,000 datasets measures the pipeline and the store, not a website's rate
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,7 @@ def write_mixed_catalogue(path: Path, nhs_pages: int | None = None, rcpch_lists:
     pages = sorted((FIXTURES / NHS_HOST / "data_elements").glob("*.html"))[:nhs_pages]
     nhs = [
         {
-            "key": f"nhs_{page.stem}",
+            "key": "nhs_" + re.sub(r"[^a-z0-9_]", "_", page.stem.lower()),
             "name": page.stem,
             "category": "nhs_dd",
             "source": "nhs_dd",
