@@ -16,8 +16,6 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
-import psutil
-
 from benchmarks.cli_path import peak_rss_mb
 
 READY_SECONDS = 180.0
@@ -75,8 +73,13 @@ class CeleryWorkers:
     def peak_rss_mb(self) -> dict[str, float]:
         """Peak RSS of the worker main processes and of their busiest pool process."""
         mains = [peak_rss_mb(process.pid) for process in self.processes]
-        pools = [peak_rss_mb(child.pid) for p in self.processes for child in psutil.Process(p.pid).children()]
+        pools = [peak_rss_mb(child) for process in self.processes for child in children(process.pid)]
         return {"worker main": max(mains), "worker pool process": max(pools, default=0.0)}
+
+
+def children(pid: int) -> list[int]:
+    """The process's direct children (its Celery pool), from /proc."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def run_resync(keys: list[str], *, force: bool = False, refetch: bool = False, timeout: float = 3600) -> dict[str, Any]:

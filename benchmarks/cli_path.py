@@ -21,7 +21,7 @@ from sqlalchemy import Engine, event
 
 from models.db import get_engine
 from tests.sqlcount import counting
-from worker.catalogue import load_catalogue
+from worker.catalogue import CatalogueEntry, load_catalogue
 from worker.context import SyncContext, throttle_for
 from worker.outcome import SyncOutcome
 from worker.pipeline import sync_dataset
@@ -71,9 +71,17 @@ def run_sync(settings: Settings, command: SyncCommand) -> dict[str, Any]:
     ctx = SyncContext.from_settings(settings, throttle_for(settings))
     retries = InProcessRetries(ctx)
 
-    def work(entry: Any, attempt: int) -> SyncOutcome:
-        options = {"force": command.force, "refetch": command.refetch}
-        return sync_dataset(entry, ctx, trigger="cli", **options, **retries.of(attempt))
+    def work(entry: CatalogueEntry, attempt: int) -> SyncOutcome:
+        again = retries.of(attempt)
+        return sync_dataset(
+            entry,
+            ctx,
+            trigger="cli",
+            force=command.force,
+            refetch=command.refetch,
+            attempt=again["attempt"],
+            may_retry=again["may_retry"],
+        )
 
     try:
         engine = get_engine(settings.database_url)
