@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+READING = "datasync_reading"  # execution option of read-only sessions (``reading``): no write lock on SQLite
 
 
 _engines: dict[tuple[str, int], Engine] = {}
@@ -35,7 +36,7 @@ def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -51,9 +52,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(connection: Connection) -> None:
-    # Take the write lock at BEGIN, so two processes never both read then fail to upgrade a lock.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+def _sqlite_begin(connection: Connection) -> None:
+    # A writing transaction takes the write lock at BEGIN: one that reads first and then writes
+    # fails with SQLITE_BUSY at once (no busy_timeout wait) when another writer got there between.
+    # A reading one begins deferred, so under WAL it neither waits for nor holds the write lock.
+    reads_only = connection.get_execution_options().get(READING, False)
+    connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
+
+
+def reading(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """The same store's sessions for reads only (status, the API, health): on SQLite they never take
+    the write lock, so a read proceeds while a sync writes. Never write through them."""
+    bind = sessions.kw["bind"]
+    if bind.get_execution_options().get(READING, False):
+        return sessions
+    return sessionmaker(**{**sessions.kw, "bind": bind.execution_options(**{READING: True})})
 
 
 def session_factory(url: str, datasets: DatasetTable = DATASYNC_TABLE) -> sessionmaker[Session]:

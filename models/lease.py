@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, not_, or_, select, update
+from sqlalchemy import CursorResult, and_, case, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -39,27 +39,34 @@ def ensure_state(session: Session, key: str) -> SyncState:
     return session.get_one(SyncState, key, populate_existing=True)
 
 
-def acquire(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> bool:
-    now = utcnow()
-    with sessions.begin() as session:
-        ensure_state(session, key)
-        result = session.execute(
-            update(SyncState)
-            .where(SyncState.dataset_key == key)
-            .where(
-                or_(
-                    SyncState.lease_owner.is_(None),
-                    SyncState.lease_owner == owner,
-                    SyncState.lease_expires_at < now,
-                )
-            )
-            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_seconds))
-            .execution_options(synchronize_session=False)
+def take(session: Session, key: str, owner: str, ttl_seconds: float, now: datetime) -> SyncState | None:
+    """Take the lease on ``key`` in the caller's transaction: the state row (created if missing) as
+    it now is, or None while another owner holds a live lease.
+
+    One upsert does it (``ON CONFLICT ... DO UPDATE ... WHERE`` the lease is free, ours or expired,
+    ``RETURNING`` the row), so a sync learns its state in the same statement that leases it.
+    """
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    expires = now + timedelta(seconds=ttl_seconds)
+    available = or_(SyncState.lease_owner.is_(None), SyncState.lease_owner == owner, SyncState.lease_expires_at < now)
+    upsert = (
+        insert(SyncState)
+        .values(dataset_key=key, paused=False, consecutive_failures=0, lease_owner=owner, lease_expires_at=expires)
+        .on_conflict_do_update(
+            index_elements=["dataset_key"], set_={"lease_owner": owner, "lease_expires_at": expires}, where=available
         )
-        taken = cast(CursorResult[Any], result).rowcount == 1
-        if taken:
-            _abandon_stale_runs(session, key, now)
-    return taken
+        .returning(SyncState)
+    )
+    state = session.scalars(upsert, execution_options={"populate_existing": True}).first()
+    if state is not None:
+        _abandon_stale_runs(session, key, now)
+    return state
+
+
+def acquire(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> bool:
+    """Take the lease in a transaction of its own (operator actions, tests); True when taken."""
+    with sessions.begin() as session:
+        return take(session, key, owner, ttl_seconds, utcnow()) is not None
 
 
 def renew(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> bool:
@@ -74,24 +81,39 @@ def renew(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: fl
     return cast(CursorResult[Any], result).rowcount == 1
 
 
-@contextlib.contextmanager
-def kept(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> Iterator[None]:
-    """Hold an acquired lease for the block: renewed every third of its TTL, released at the end.
+class Renewal:
+    """Keeps an acquired lease alive from a thread of this process, so it stops exactly when that
+    process dies, and the lease then runs out within one TTL."""
 
-    The renewal runs in a thread of the syncing process, so it stops exactly when that process
-    dies, and the lease then runs out within one TTL.
-    """
-    stop = threading.Event()
-    renewer = threading.Thread(
-        target=_keep_renewing, args=(sessions, key, owner, ttl_seconds, stop), name=f"lease-{key}", daemon=True
-    )
-    renewer.start()
+    def __init__(self, sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> None:
+        self.freed = False  # set once the holder's last write has freed the lease (``freeing``)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=_keep_renewing,
+            args=(sessions, key, owner, ttl_seconds, self._stop),
+            name=f"lease-{key}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Renew no more (idempotent); the holder's last write follows, so no renewal can land after it."""
+        self._stop.set()
+        self._thread.join()
+
+
+@contextlib.contextmanager
+def kept(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> Iterator[Renewal]:
+    """Hold an acquired lease for the block: renewed every third of its TTL, released at the end
+    unless the block's own last write freed it (``Renewal.stop``, then ``freeing`` in that write,
+    then ``freed = True``), which saves the sync a transaction."""
+    renewal = Renewal(sessions, key, owner, ttl_seconds)
     try:
-        yield
+        yield renewal
     finally:
-        stop.set()
-        renewer.join()
-        release(sessions, key, owner)
+        renewal.stop()
+        if not renewal.freed:
+            release(sessions, key, owner)
 
 
 def _keep_renewing(
@@ -108,12 +130,27 @@ def _keep_renewing(
 
 def release(sessions: sessionmaker[Session], key: str, owner: str) -> None:
     with sessions.begin() as session:
-        session.execute(
-            update(SyncState)
-            .where(SyncState.dataset_key == key, SyncState.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=None)
-            .execution_options(synchronize_session=False)
-        )
+        free(session, key, owner)
+
+
+def free(session: Session, key: str, owner: str) -> None:
+    """Release ``owner``'s lease on ``key`` in the caller's transaction."""
+    session.execute(
+        update(SyncState)
+        .where(SyncState.dataset_key == key, SyncState.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def freeing(owner: str) -> dict[str, Any]:
+    """Values for an UPDATE of ``sync_state`` that also frees the lease if ``owner`` still holds it,
+    so a sync's last write records its outcome and releases the lease in one statement."""
+    ours = SyncState.lease_owner == owner
+    return {
+        SyncState.lease_owner.key: case((ours, None), else_=SyncState.lease_owner),
+        SyncState.lease_expires_at.key: case((ours, None), else_=SyncState.lease_expires_at),
+    }
 
 
 def expires_in(sessions: sessionmaker[Session], key: str) -> float:
