@@ -70,8 +70,10 @@ def main() -> None:
             transactions.append(count.transactions / args.datasets)
         ctx.close()
     print(f"{args.datasets} unchanged (304) datasets, SQLite, 1 thread, median of {args.rounds} rounds")
-    print(f"per dataset: {statistics.median(totals):.2f} ms in all, {statistics.median(stores):.2f} ms store bookkeeping")
-    print(f"per dataset: {statistics.median(statements):.1f} statements in {statistics.median(transactions):.1f} transactions")
+    total, store = statistics.median(totals), statistics.median(stores)
+    print(f"per dataset: {total:.2f} ms in all, {store:.2f} ms store bookkeeping")
+    sql, commits = statistics.median(statements), statistics.median(transactions)
+    print(f"per dataset: {sql:.1f} statements in {commits:.1f} transactions")
     print(f"rounds (store ms): {', '.join(f'{value:.2f}' for value in stores)}")
 
 
