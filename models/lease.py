@@ -9,23 +9,32 @@ most one lease period, however long syncs may take.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, case, not_, or_, select, update
+from sqlalchemy import CursorResult, Insert, String, and_, bindparam, case, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.schema import SyncRun, SyncState
-from models.types import utcnow
+from models.schema import Base, SyncRun, SyncState
+from models.types import UTCDateTime, utcnow
 
 log = logging.getLogger(__name__)
+# Core tables for the statements every sync runs: the ORM's bulk-update path costs more than the SQL.
+STATES, RUNS = Base.metadata.tables["sync_state"], Base.metadata.tables["sync_runs"]
 ABANDONED = "the worker running this sync stopped before finishing (killed or crashed)"
+# Runs left 'running' by a worker that died: once we hold the lease they cannot be live.
+_ABANDON_STALE_RUNS = (
+    update(RUNS)
+    .where(RUNS.c.dataset_key == bindparam("key"), RUNS.c.status == "running")
+    .values(status="failed", finished_at=bindparam("now"), error_kind="abandoned", error_message=ABANDONED)
+)
 
 
 def ensure_state(session: Session, key: str) -> SyncState:
@@ -44,23 +53,33 @@ def take(session: Session, key: str, owner: str, ttl_seconds: float, now: dateti
     it now is, or None while another owner holds a live lease.
 
     One upsert does it (``ON CONFLICT ... DO UPDATE ... WHERE`` the lease is free, ours or expired,
-    ``RETURNING`` the row), so a sync learns its state in the same statement that leases it.
+    ``RETURNING`` the row), so a sync learns its state in the same statement that leases it. The
+    state comes back detached: a record of the row, not a handle to change it.
     """
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     expires = now + timedelta(seconds=ttl_seconds)
-    available = or_(SyncState.lease_owner.is_(None), SyncState.lease_owner == owner, SyncState.lease_expires_at < now)
-    upsert = (
-        insert(SyncState)
-        .values(dataset_key=key, paused=False, consecutive_failures=0, lease_owner=owner, lease_expires_at=expires)
-        .on_conflict_do_update(
-            index_elements=["dataset_key"], set_={"lease_owner": owner, "lease_expires_at": expires}, where=available
-        )
-        .returning(SyncState)
+    taking = _taking(session.get_bind().dialect.name)
+    row = session.execute(taking, {"key": key, "owner": owner, "expires": expires, "now": now}).first()
+    if row is None:
+        return None
+    session.execute(_ABANDON_STALE_RUNS, {"key": key, "now": now})
+    return SyncState(**row._mapping)
+
+
+@functools.cache
+def _taking(dialect: str) -> Insert:
+    """``take``'s upsert, built once per dialect (its values are bound at execution)."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    owner, expires = bindparam("owner", type_=String()), bindparam("expires", type_=UTCDateTime())
+    now = bindparam("now", type_=UTCDateTime())
+    held_by = STATES.c.lease_owner
+    available = or_(held_by.is_(None), held_by == owner, STATES.c.lease_expires_at < now)
+    leased = {"lease_owner": owner, "lease_expires_at": expires}
+    return (
+        insert(STATES)
+        .values(dataset_key=bindparam("key"), paused=False, consecutive_failures=0, **leased)
+        .on_conflict_do_update(index_elements=[STATES.c.dataset_key], set_=leased, where=available)
+        .returning(*STATES.c)
     )
-    state = session.scalars(upsert, execution_options={"populate_existing": True}).first()
-    if state is not None:
-        _abandon_stale_runs(session, key, now)
-    return state
 
 
 def acquire(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> bool:
@@ -136,20 +155,19 @@ def release(sessions: sessionmaker[Session], key: str, owner: str) -> None:
 def free(session: Session, key: str, owner: str) -> None:
     """Release ``owner``'s lease on ``key`` in the caller's transaction."""
     session.execute(
-        update(SyncState)
-        .where(SyncState.dataset_key == key, SyncState.lease_owner == owner)
+        update(STATES)
+        .where(STATES.c.dataset_key == key, STATES.c.lease_owner == owner)
         .values(lease_owner=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
     )
 
 
 def freeing(owner: str) -> dict[str, Any]:
     """Values for an UPDATE of ``sync_state`` that also frees the lease if ``owner`` still holds it,
     so a sync's last write records its outcome and releases the lease in one statement."""
-    ours = SyncState.lease_owner == owner
+    ours = STATES.c.lease_owner == owner
     return {
-        SyncState.lease_owner.key: case((ours, None), else_=SyncState.lease_owner),
-        SyncState.lease_expires_at.key: case((ours, None), else_=SyncState.lease_expires_at),
+        "lease_owner": case((ours, None), else_=STATES.c.lease_owner),
+        "lease_expires_at": case((ours, None), else_=STATES.c.lease_expires_at),
     }
 
 
@@ -160,21 +178,6 @@ def expires_in(sessions: sessionmaker[Session], key: str) -> float:
             select(SyncState.lease_expires_at).where(SyncState.dataset_key == key)
         )
     return max(0.0, (expires - utcnow()).total_seconds()) if expires else 0.0
-
-
-def _abandon_stale_runs(session: Session, key: str, now: datetime) -> None:
-    """Runs left 'running' by a worker that died: once we hold the lease they cannot be live."""
-    session.execute(
-        update(SyncRun)
-        .where(SyncRun.dataset_key == key, SyncRun.status == "running")
-        .values(
-            status="failed",
-            finished_at=now,
-            error_kind="abandoned",
-            error_message=ABANDONED,
-        )
-        .execution_options(synchronize_session=False)
-    )
 
 
 def abandon_dead_runs(sessions: sessionmaker[Session]) -> list[SyncRun]:

@@ -8,12 +8,13 @@ a crash mid-sync leaves the old row intact.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import ColumnElement, and_, exists, or_, update
+from sqlalchemy import ColumnElement, Update, and_, bindparam, exists, or_, update
 from sqlalchemy.orm import Session
 
 from models.datasets import SYNCED_CATEGORIES, SYNCED_SOURCE_TYPES, DatasetTable, StoredDataset, table_of
@@ -183,19 +184,24 @@ def stamp_verified(session: Session, key: str, stamp_field: str, now: datetime) 
     One ``UPDATE ... RETURNING``, guarded in SQL by ``load_syncable``'s rule; only when it matches
     nothing is the row read, to refuse a row people own by name (``OwnedByPeople``) or say None.
     """
-    table = table_of(session)
-    columns = table.table.c
-    stamped = session.execute(
-        update(table.table)
-        .where(columns.key == key, _syncable(table))
-        .values({stamp_field: now})
-        .returning(columns.version, columns.options)
-    ).first()
+    stamped = session.execute(_stamping(table_of(session), stamp_field), {"dataset": key, "now": now}).first()
     if stamped is None:
         load_syncable(session, key)
         return None
     version, options = stamped
     return Verified(version, len(options) if isinstance(options, dict) else 0)
+
+
+@functools.cache
+def _stamping(table: DatasetTable, stamp_field: str) -> Update:
+    """``stamp_verified``'s UPDATE, built once per table and stamp (key and time bound at execution)."""
+    columns = table.table.c
+    return (
+        update(table.table)
+        .where(columns.key == bindparam("dataset"), _syncable(table))
+        .values({stamp_field: bindparam("now", type_=columns[stamp_field].type)})
+        .returning(columns.version, columns.options)
+    )
 
 
 def _syncable(table: DatasetTable) -> ColumnElement[bool]:

@@ -5,16 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Subquery, delete, func, select, update
+from sqlalchemy import Subquery, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import lease
+from models.lease import RUNS, STATES
 from models.schema import DatasetVersion, SyncRun, SyncState
 from models.types import utcnow
 from models.upsert import Snapshot, load_dataset
 from worker.outcome import SyncOutcome
 
 PRUNE_BATCH = 5_000
+# Built once: the columns to set come with the parameters (``finish_run``).
+_FINISH_RUN = update(RUNS).where(RUNS.c.id == bindparam("run_id"))
 
 
 def latest_finished_runs() -> Subquery:
@@ -64,12 +67,11 @@ def start_run(
 
 def add_running(session: Session, key: str, trigger: str, worker: str, now: datetime, attempt: int = 1) -> int:
     """``start_run`` in the caller's transaction (a sync's start transaction, which commits at once)."""
-    run = SyncRun(
-        dataset_key=key, trigger=trigger, status="running", started_at=now, attempt=attempt, worker=worker[:255]
-    )
-    session.add(run)
-    session.flush()
-    return run.id
+    running = {"status": "running", "started_at": now, "attempt": attempt, "worker": worker[:255]}
+    run_id: int = session.execute(
+        insert(RUNS).values(dataset_key=key, trigger=trigger, **running).returning(RUNS.c.id)
+    ).scalar_one()
+    return run_id
 
 
 def record_skip(
@@ -137,28 +139,24 @@ def finish_run(
 ) -> None:
     """Close the run row: one UPDATE by id, without reading the row back first."""
     counts = outcome.diff.counts()
-    session.execute(
-        update(SyncRun)
-        .where(SyncRun.id == run_id)
-        .values(
-            status=outcome.status,
-            finished_at=now,
-            duration_seconds=(now - started).total_seconds(),
-            options_before=options_before,
-            options_after=outcome.options if options_after is None else options_after,
-            codes_added=counts["added"],
-            codes_removed=counts["removed"],
-            codes_relabelled=counts["relabelled"],
-            version_after=outcome.version,
-            changes=None if outcome.diff.is_empty else outcome.diff.to_json(),
-            warnings=list(outcome.warnings),
-            error_kind=outcome.error_kind,
-            error_message=outcome.error,
-            will_retry=outcome.will_retry,
-            bytes_fetched=outcome.bytes_fetched,
-        )
-        .execution_options(synchronize_session=False)
-    )
+    finished = {
+        "status": outcome.status,
+        "finished_at": now,
+        "duration_seconds": (now - started).total_seconds(),
+        "options_before": options_before,
+        "options_after": outcome.options if options_after is None else options_after,
+        "codes_added": counts["added"],
+        "codes_removed": counts["removed"],
+        "codes_relabelled": counts["relabelled"],
+        "version_after": outcome.version,
+        "changes": None if outcome.diff.is_empty else outcome.diff.to_json(),
+        "warnings": list(outcome.warnings),
+        "error_kind": outcome.error_kind,
+        "error_message": outcome.error,
+        "will_retry": outcome.will_retry,
+        "bytes_fetched": outcome.bytes_fetched,
+    }
+    session.execute(_FINISH_RUN, {"run_id": run_id, **finished})
 
 
 def finish_state(session: Session, key: str, owner: str, status: str, now: datetime, **values: Any) -> None:
@@ -168,12 +166,9 @@ def finish_state(session: Session, key: str, owner: str, status: str, now: datet
     if status in ("created", "updated", "unchanged"):
         recorded.update(last_success_at=now, consecutive_failures=0)
     elif status == "failed":
-        recorded.update(consecutive_failures=SyncState.consecutive_failures + 1)
+        recorded.update(consecutive_failures=STATES.c.consecutive_failures + 1)
     session.execute(
-        update(SyncState)
-        .where(SyncState.dataset_key == key)
-        .values(**recorded, **values, **lease.freeing(owner))
-        .execution_options(synchronize_session=False)
+        update(STATES).where(STATES.c.dataset_key == key).values(**recorded, **values, **lease.freeing(owner))
     )
 
 
