@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Insert, String, and_, bindparam, case, not_, or_, select, update
+from sqlalchemy import CursorResult, Insert, String, and_, bindparam, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.db import reading
 from models.schema import Base, SyncRun, SyncState
 from models.types import UTCDateTime, utcnow
 
@@ -173,7 +174,7 @@ def freeing(owner: str) -> dict[str, Any]:
 
 def expires_in(sessions: sessionmaker[Session], key: str) -> float:
     """Seconds until the current lease on ``key`` runs out (0 when free)."""
-    with sessions() as session:
+    with reading(sessions)() as session:
         expires: datetime | None = session.scalar(
             select(SyncState.lease_expires_at).where(SyncState.dataset_key == key)
         )
@@ -184,7 +185,9 @@ def abandon_dead_runs(sessions: sessionmaker[Session]) -> list[SyncRun]:
     """Close every ``running`` row whose syncer no longer holds a live lease; return the closed runs.
 
     A live sync always holds (and renews) the lease it started under, owned by the name it wrote
-    in ``sync_runs.worker``; any other running row belongs to a process that died.
+    in ``sync_runs.worker``; any other running row belongs to a process that died, or to a sync
+    whose last write failed after which its lease was released (no owner: ``live`` is NULL in SQL,
+    hence ``IS NOT true`` rather than ``NOT``).
     """
     now = utcnow()
     live = and_(SyncState.lease_owner == SyncRun.worker, SyncState.lease_expires_at > now)
@@ -193,7 +196,7 @@ def abandon_dead_runs(sessions: sessionmaker[Session]) -> list[SyncRun]:
             session.scalars(
                 select(SyncRun)
                 .outerjoin(SyncState, SyncState.dataset_key == SyncRun.dataset_key)
-                .where(SyncRun.status == "running", or_(SyncState.dataset_key.is_(None), not_(live)))
+                .where(SyncRun.status == "running", live.is_not(True))
                 .with_for_update(of=SyncRun, skip_locked=True)
             )
         )

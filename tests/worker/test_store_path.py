@@ -134,3 +134,19 @@ def test_a_paused_dataset_is_skipped_in_one_transaction(
     assert (outcome.status, outcome.error_kind) == ("skipped", "paused")
     assert counted.transactions == 1, counted.texts
     assert stored_state(ctx).lease_owner is None
+
+
+def test_when_the_end_transaction_fails_the_lease_is_released_and_the_scan_closes_the_run(
+    ctx: SyncContext, entry: CatalogueEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def store_down(*_: object, **__: object) -> None:
+        raise RuntimeError("the store went away mid-write")
+
+    monkeypatch.setattr("worker.pipeline.finish_run", store_down)
+    with pytest.raises(RuntimeError, match="went away"):
+        sync_dataset(entry, ctx)
+    assert stored_state(ctx).lease_owner is None  # released by lease.kept, not left to expire
+    with ctx.sessions() as session:
+        assert session.scalars(select(Dataset).where(Dataset.key == KEY)).first() is None  # nothing half-written
+        assert session.scalars(select(SyncRun.status)).all() == ["running"]
+    assert [run.error_kind for run in lease.abandon_dead_runs(ctx.sessions)] == ["abandoned"]
