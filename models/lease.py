@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Insert, String, and_, bindparam, case, or_, select, update
+from sqlalchemy import BindParameter, CursorResult, Insert, String, and_, bindparam, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -162,7 +162,7 @@ def free(session: Session, key: str, owner: str) -> None:
     )
 
 
-def freeing(owner: str) -> dict[str, Any]:
+def freeing(owner: str | BindParameter[str]) -> dict[str, Any]:
     """Values for an UPDATE of ``sync_state`` that also frees the lease if ``owner`` still holds it,
     so a sync's last write records its outcome and releases the lease in one statement."""
     ours = STATES.c.lease_owner == owner

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Subquery, bindparam, delete, func, insert, select, update
+from sqlalchemy import String, Subquery, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import lease
@@ -16,8 +16,15 @@ from models.upsert import Snapshot, load_dataset
 from worker.outcome import SyncOutcome
 
 PRUNE_BATCH = 5_000
-# Built once: the columns to set come with the parameters (``finish_run``).
+# Built once, as every sync runs them: the columns to set come with the parameters.
+_ADD_RUN = insert(RUNS).returning(RUNS.c.id)
 _FINISH_RUN = update(RUNS).where(RUNS.c.id == bindparam("run_id"))
+_FINISH_STATE = (
+    update(STATES)
+    .where(STATES.c.dataset_key == bindparam("state_key"))
+    .values(lease.freeing(bindparam("lease_holder", type_=String())))
+)
+_FINISH_FAILED_STATE = _FINISH_STATE.values(consecutive_failures=STATES.c.consecutive_failures + 1)
 
 
 def latest_finished_runs() -> Subquery:
@@ -68,9 +75,7 @@ def start_run(
 def add_running(session: Session, key: str, trigger: str, worker: str, now: datetime, attempt: int = 1) -> int:
     """``start_run`` in the caller's transaction (a sync's start transaction, which commits at once)."""
     running = {"status": "running", "started_at": now, "attempt": attempt, "worker": worker[:255]}
-    run_id: int = session.execute(
-        insert(RUNS).values(dataset_key=key, trigger=trigger, **running).returning(RUNS.c.id)
-    ).scalar_one()
+    run_id: int = session.execute(_ADD_RUN, {"dataset_key": key, "trigger": trigger, **running}).scalar_one()
     return run_id
 
 
@@ -165,11 +170,8 @@ def finish_state(session: Session, key: str, owner: str, status: str, now: datet
     recorded: dict[str, Any] = {"last_attempt_at": now, "last_status": status}
     if status in ("created", "updated", "unchanged"):
         recorded.update(last_success_at=now, consecutive_failures=0)
-    elif status == "failed":
-        recorded.update(consecutive_failures=STATES.c.consecutive_failures + 1)
-    session.execute(
-        update(STATES).where(STATES.c.dataset_key == key).values(**recorded, **values, **lease.freeing(owner))
-    )
+    statement = _FINISH_FAILED_STATE if status == "failed" else _FINISH_STATE
+    session.execute(statement, {"state_key": key, "lease_holder": owner, **recorded, **values})
 
 
 def hold_values(snapshot: Snapshot, reason: str, now: datetime) -> dict[str, Any]:
