@@ -67,7 +67,7 @@ def _sqlite_begin(connection: Connection) -> None:
 def reading(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
     """The same store's sessions for reads only (status, the API, health): on SQLite they never take
     the write lock, so a read proceeds while a sync writes. Never write through them."""
-    bind = sessions.kw["bind"]
+    bind: Engine = sessions.kw["bind"]  # session_factory binds an engine, never a connection
     if bind.get_execution_options().get(READING, False):
         return sessions
     return sessionmaker(**{**sessions.kw, "bind": bind.execution_options(**{READING: True})})
