@@ -366,7 +366,7 @@ def is_due(entry: CatalogueEntry, state: SyncState | None, now: datetime, settin
 
 def _skip_reason(
     entry: CatalogueEntry,
-    state: SyncState | None,
+    state: SyncState,
     trigger: str,
     requested_at: datetime | None,
     settings: Settings,
@@ -376,8 +376,6 @@ def _skip_reason(
 ) -> tuple[str, str] | None:
     """Why this delivery should not sync; a retry of a chain runs at its countdown (the failure
     pause of ``is_due`` holds back new scans, not the retries already queued)."""
-    if state is None:
-        return None
     if state.paused:
         return (
             "paused",
