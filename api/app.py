@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api import metrics, status_page
 from api.auth import Gate, require_key, require_operator
 from api.queries import MAX_PAGE_SIZE, CatalogueFile, DatasetFilters, DatasetReader
-from models.db import session_factory
+from models.db import reading, session_factory
 from models.types import utcnow
 from worker import review, webhooks
 from worker.apikeys import Caller
@@ -58,7 +58,7 @@ def create_app(settings: Settings, catalogue: Catalogue, clock: Clock = utcnow) 
     services = Services(
         settings,
         clock,
-        DatasetReader(sessions, CatalogueFile(catalogue), settings),
+        DatasetReader(reading(sessions), CatalogueFile(catalogue), settings),  # never waits for a sync's write lock
         Gate(sessions, clock, settings.api_rate_anonymous_per_minute, settings.api_rate_key_per_minute),
         SyncContext.from_settings(settings),
     )

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+READING = "datasync_reading"  # execution option of read-only sessions (``reading``): no write lock on SQLite
 
 
 _engines: dict[tuple[str, int], Engine] = {}
@@ -53,7 +54,7 @@ def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -61,17 +62,33 @@ def _create_engine(url: str) -> Engine:
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     # WAL keeps the file consistent for readers from other processes while a writer commits;
     # busy_timeout makes concurrent workers queue instead of failing with "database is locked".
+    # synchronous=NORMAL: under WAL a commit no longer waits for an fsync (checkpoints still do),
+    # and a transaction stays all or nothing; only a power cut may undo the last commits, which
+    # the next sync redoes. A crashed or killed process loses nothing.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
-def _sqlite_begin_immediate(connection: Connection) -> None:
-    # Take the write lock at BEGIN, so two processes never both read then fail to upgrade a lock.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+def _sqlite_begin(connection: Connection) -> None:
+    # A writing transaction takes the write lock at BEGIN: one that reads first and then writes
+    # fails with SQLITE_BUSY at once (no busy_timeout wait) when another writer got there between.
+    # A reading one begins deferred, so under WAL it neither waits for nor holds the write lock.
+    reads_only = connection.get_execution_options().get(READING, False)
+    connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
+
+
+def reading(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """The same store's sessions for reads only (status, the API, health): on SQLite they never take
+    the write lock, so a read proceeds while a sync writes. Never write through them."""
+    bind: Engine = sessions.kw["bind"]  # session_factory binds an engine, never a connection
+    if bind.get_execution_options().get(READING, False):
+        return sessions
+    return sessionmaker(**{**sessions.kw, "bind": bind.execution_options(**{READING: True})})
 
 
 def session_factory(url: str, datasets: DatasetTable = DATASYNC_TABLE) -> sessionmaker[Session]:

@@ -9,23 +9,33 @@ most one lease period, however long syncs may take.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, not_, or_, select, update
+from sqlalchemy import BindParameter, CursorResult, Insert, String, and_, bindparam, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.schema import SyncRun, SyncState
-from models.types import utcnow
+from models.db import reading
+from models.schema import Base, SyncRun, SyncState
+from models.types import UTCDateTime, utcnow
 
 log = logging.getLogger(__name__)
+# Core tables for the statements every sync runs: the ORM's bulk-update path costs more than the SQL.
+STATES, RUNS = Base.metadata.tables["sync_state"], Base.metadata.tables["sync_runs"]
 ABANDONED = "the worker running this sync stopped before finishing (killed or crashed)"
+# Runs left 'running' by a worker that died: once we hold the lease they cannot be live.
+_ABANDON_STALE_RUNS = (
+    update(RUNS)
+    .where(RUNS.c.dataset_key == bindparam("key"), RUNS.c.status == "running")
+    .values(status="failed", finished_at=bindparam("now"), error_kind="abandoned", error_message=ABANDONED)
+)
 
 
 def ensure_state(session: Session, key: str) -> SyncState:
@@ -39,27 +49,44 @@ def ensure_state(session: Session, key: str) -> SyncState:
     return session.get_one(SyncState, key, populate_existing=True)
 
 
+def take(session: Session, key: str, owner: str, ttl_seconds: float, now: datetime) -> SyncState | None:
+    """Take the lease on ``key`` in the caller's transaction: the state row (created if missing) as
+    it now is, or None while another owner holds a live lease.
+
+    One upsert does it (``ON CONFLICT ... DO UPDATE ... WHERE`` the lease is free, ours or expired,
+    ``RETURNING`` the row), so a sync learns its state in the same statement that leases it. The
+    state comes back detached: a record of the row, not a handle to change it.
+    """
+    expires = now + timedelta(seconds=ttl_seconds)
+    taking = _taking(session.get_bind().dialect.name)
+    row = session.execute(taking, {"key": key, "owner": owner, "expires": expires, "now": now}).first()
+    if row is None:
+        return None
+    session.execute(_ABANDON_STALE_RUNS, {"key": key, "now": now})
+    return SyncState(**row._mapping)
+
+
+@functools.cache
+def _taking(dialect: str) -> Insert:
+    """``take``'s upsert, built once per dialect (its values are bound at execution)."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    owner, expires = bindparam("owner", type_=String()), bindparam("expires", type_=UTCDateTime())
+    now = bindparam("now", type_=UTCDateTime())
+    held_by = STATES.c.lease_owner
+    available = or_(held_by.is_(None), held_by == owner, STATES.c.lease_expires_at < now)
+    leased = {"lease_owner": owner, "lease_expires_at": expires}
+    return (
+        insert(STATES)
+        .values(dataset_key=bindparam("key"), paused=False, consecutive_failures=0, **leased)
+        .on_conflict_do_update(index_elements=[STATES.c.dataset_key], set_=leased, where=available)
+        .returning(*STATES.c)
+    )
+
+
 def acquire(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> bool:
-    now = utcnow()
+    """Take the lease in a transaction of its own (operator actions, tests); True when taken."""
     with sessions.begin() as session:
-        ensure_state(session, key)
-        result = session.execute(
-            update(SyncState)
-            .where(SyncState.dataset_key == key)
-            .where(
-                or_(
-                    SyncState.lease_owner.is_(None),
-                    SyncState.lease_owner == owner,
-                    SyncState.lease_expires_at < now,
-                )
-            )
-            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_seconds))
-            .execution_options(synchronize_session=False)
-        )
-        taken = cast(CursorResult[Any], result).rowcount == 1
-        if taken:
-            _abandon_stale_runs(session, key, now)
-    return taken
+        return take(session, key, owner, ttl_seconds, utcnow()) is not None
 
 
 def renew(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> bool:
@@ -74,24 +101,39 @@ def renew(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: fl
     return cast(CursorResult[Any], result).rowcount == 1
 
 
-@contextlib.contextmanager
-def kept(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> Iterator[None]:
-    """Hold an acquired lease for the block: renewed every third of its TTL, released at the end.
+class Renewal:
+    """Keeps an acquired lease alive from a thread of this process, so it stops exactly when that
+    process dies, and the lease then runs out within one TTL."""
 
-    The renewal runs in a thread of the syncing process, so it stops exactly when that process
-    dies, and the lease then runs out within one TTL.
-    """
-    stop = threading.Event()
-    renewer = threading.Thread(
-        target=_keep_renewing, args=(sessions, key, owner, ttl_seconds, stop), name=f"lease-{key}", daemon=True
-    )
-    renewer.start()
+    def __init__(self, sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> None:
+        self.freed = False  # set once the holder's last write has freed the lease (``freeing``)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=_keep_renewing,
+            args=(sessions, key, owner, ttl_seconds, self._stop),
+            name=f"lease-{key}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Renew no more (idempotent); the holder's last write follows, so no renewal can land after it."""
+        self._stop.set()
+        self._thread.join()
+
+
+@contextlib.contextmanager
+def kept(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> Iterator[Renewal]:
+    """Hold an acquired lease for the block: renewed every third of its TTL, released at the end
+    unless the block's own last write freed it (``Renewal.stop``, then ``freeing`` in that write,
+    then ``freed = True``), which saves the sync a transaction."""
+    renewal = Renewal(sessions, key, owner, ttl_seconds)
     try:
-        yield
+        yield renewal
     finally:
-        stop.set()
-        renewer.join()
-        release(sessions, key, owner)
+        renewal.stop()
+        if not renewal.freed:
+            release(sessions, key, owner)
 
 
 def _keep_renewing(
@@ -108,43 +150,44 @@ def _keep_renewing(
 
 def release(sessions: sessionmaker[Session], key: str, owner: str) -> None:
     with sessions.begin() as session:
-        session.execute(
-            update(SyncState)
-            .where(SyncState.dataset_key == key, SyncState.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=None)
-            .execution_options(synchronize_session=False)
-        )
+        free(session, key, owner)
+
+
+def free(session: Session, key: str, owner: str) -> None:
+    """Release ``owner``'s lease on ``key`` in the caller's transaction."""
+    session.execute(
+        update(STATES)
+        .where(STATES.c.dataset_key == key, STATES.c.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+    )
+
+
+def freeing(owner: str | BindParameter[str]) -> dict[str, Any]:
+    """Values for an UPDATE of ``sync_state`` that also frees the lease if ``owner`` still holds it,
+    so a sync's last write records its outcome and releases the lease in one statement."""
+    ours = STATES.c.lease_owner == owner
+    return {
+        "lease_owner": case((ours, None), else_=STATES.c.lease_owner),
+        "lease_expires_at": case((ours, None), else_=STATES.c.lease_expires_at),
+    }
 
 
 def expires_in(sessions: sessionmaker[Session], key: str) -> float:
     """Seconds until the current lease on ``key`` runs out (0 when free)."""
-    with sessions() as session:
+    with reading(sessions)() as session:
         expires: datetime | None = session.scalar(
             select(SyncState.lease_expires_at).where(SyncState.dataset_key == key)
         )
     return max(0.0, (expires - utcnow()).total_seconds()) if expires else 0.0
 
 
-def _abandon_stale_runs(session: Session, key: str, now: datetime) -> None:
-    """Runs left 'running' by a worker that died: once we hold the lease they cannot be live."""
-    session.execute(
-        update(SyncRun)
-        .where(SyncRun.dataset_key == key, SyncRun.status == "running")
-        .values(
-            status="failed",
-            finished_at=now,
-            error_kind="abandoned",
-            error_message=ABANDONED,
-        )
-        .execution_options(synchronize_session=False)
-    )
-
-
 def abandon_dead_runs(sessions: sessionmaker[Session]) -> list[SyncRun]:
     """Close every ``running`` row whose syncer no longer holds a live lease; return the closed runs.
 
     A live sync always holds (and renews) the lease it started under, owned by the name it wrote
-    in ``sync_runs.worker``; any other running row belongs to a process that died.
+    in ``sync_runs.worker``; any other running row belongs to a process that died, or to a sync
+    whose last write failed after which its lease was released (no owner: ``live`` is NULL in SQL,
+    hence ``IS NOT true`` rather than ``NOT``).
     """
     now = utcnow()
     live = and_(SyncState.lease_owner == SyncRun.worker, SyncState.lease_expires_at > now)
@@ -153,7 +196,7 @@ def abandon_dead_runs(sessions: sessionmaker[Session]) -> list[SyncRun]:
             session.scalars(
                 select(SyncRun)
                 .outerjoin(SyncState, SyncState.dataset_key == SyncRun.dataset_key)
-                .where(SyncRun.status == "running", or_(SyncState.dataset_key.is_(None), not_(live)))
+                .where(SyncRun.status == "running", live.is_not(True))
                 .with_for_update(of=SyncRun, skip_locked=True)
             )
         )

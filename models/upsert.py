@@ -8,14 +8,16 @@ a crash mid-sync leaves the old row intact.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy import ColumnElement, Update, and_, bindparam, exists, or_, update
 from sqlalchemy.orm import Session
 
-from models.datasets import DatasetTable, StoredDataset, table_of
+from models.datasets import SYNCED_CATEGORIES, SYNCED_SOURCE_TYPES, DatasetTable, StoredDataset, table_of
 from models.diff import OptionsDiff
 from models.schema import DatasetVersion
 
@@ -122,8 +124,26 @@ def upsert_dataset(
     A row datasync has no history for (made by the platform's own sync before datasync) is adopted:
     its version continues, and only a change the row itself shows makes a new version.
     """
-    table = table_of(session)
     current = load_syncable(session, spec.key)
+    return write_dataset(
+        session, current, spec, snapshot, stamp_field=stamp_field, now=now, run_id=run_id, origin=origin
+    )
+
+
+def write_dataset(
+    session: Session,
+    current: StoredDataset | None,
+    spec: DatasetSpec,
+    snapshot: Snapshot,
+    *,
+    stamp_field: str | None,
+    now: datetime,
+    run_id: int | None,
+    origin: str = "sync",
+) -> UpsertResult:
+    """``upsert_dataset`` for a caller that already holds ``current`` from ``load_syncable`` in this
+    transaction (the pipeline, which guards on it first): the row is not read twice."""
+    table = table_of(session)
     stamp = {stamp_field: now} if stamp_field else {}
     metadata = metadata_values(table, spec)
     count = len(snapshot.options)
@@ -150,12 +170,49 @@ def upsert_dataset(
     return UpsertResult("updated" if changed else "unchanged", version, diff, len(current.options), count)
 
 
-def stamp_verified(session: Session, key: str, stamp_field: str, now: datetime) -> StoredDataset | None:
-    """The upstream confirmed our copy is current (e.g. HTTP 304): move only the stamp."""
-    dataset = load_syncable(session, key)
-    if dataset is not None:
-        table_of(session).update(session, dataset.id, {stamp_field: now})
-    return dataset
+@dataclass(frozen=True)
+class Verified:
+    """What a sync reports of a list the upstream confirmed unchanged."""
+
+    version: int
+    options: int
+
+
+def stamp_verified(session: Session, key: str, stamp_field: str, now: datetime) -> Verified | None:
+    """The upstream confirmed our copy is current (e.g. HTTP 304): move only the stamp.
+
+    One ``UPDATE ... RETURNING``, guarded in SQL by ``load_syncable``'s rule; only when it matches
+    nothing is the row read, to refuse a row people own by name (``OwnedByPeople``) or say None.
+    """
+    stamped = session.execute(_stamping(table_of(session), stamp_field), {"dataset": key, "now": now}).first()
+    if stamped is None:
+        load_syncable(session, key)
+        return None
+    version, options = stamped
+    return Verified(version, len(options) if isinstance(options, dict) else 0)
+
+
+@functools.cache
+def _stamping(table: DatasetTable, stamp_field: str) -> Update:
+    """``stamp_verified``'s UPDATE, built once per table and stamp (key and time bound at execution)."""
+    columns = table.table.c
+    return (
+        update(table.table)
+        .where(columns.key == bindparam("dataset"), _syncable(table))
+        .values({stamp_field: bindparam("now", type_=columns[stamp_field].type)})
+        .returning(columns.version, columns.options)
+    )
+
+
+def _syncable(table: DatasetTable) -> ColumnElement[bool]:
+    """``load_syncable``'s rule in SQL (``StoredDataset.owned_by_people``, ``has_baseline``,
+    ``made_by_a_sync``): not people's, and with a matching history row or made by a sync."""
+    columns, history = table.table.c, DatasetVersion.__table__.c
+    has_baseline = exists().where(history.dataset_key == columns.key, history.version == columns.version)
+    made_by_a_sync = and_(
+        columns.category.in_(sorted(SYNCED_CATEGORIES)), columns.source_type.in_(sorted(SYNCED_SOURCE_TYPES))
+    )
+    return and_(columns.is_custom.is_(False), columns.category != "user_created", or_(has_baseline, made_by_a_sync))
 
 
 def metadata_values(table: DatasetTable, spec: DatasetSpec) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db import is_current
+from models.db import is_current, reading
 from models.monitoring import SchedulerHeartbeat
 from models.schema import SyncRun, SyncState
 from worker.catalogue import Catalogue, CatalogueEntry
@@ -136,7 +136,7 @@ def health_by_key(
 ) -> dict[str, DatasetHealth]:
     """The health of ``keys`` (catalogue entries or stored rows), read in one session."""
     entries = catalogue.by_key()
-    with sessions() as session:
+    with reading(sessions)() as session:
         states = {s.dataset_key: s for s in session.scalars(select(SyncState))}
         runs = last_runs(session)
     return {key: assess(key, entries.get(key), states.get(key), runs.get(key), now, settings) for key in keys}
@@ -246,7 +246,7 @@ def _check_store(url: str) -> str:
 
 
 def read_heartbeat(sessions: sessionmaker[Session]) -> SchedulerHeartbeat | None:
-    with sessions() as session:
+    with reading(sessions)() as session:
         return session.scalars(select(SchedulerHeartbeat).order_by(SchedulerHeartbeat.beat_at.desc())).first()
 
 

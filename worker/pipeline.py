@@ -7,13 +7,18 @@ run record, sync state) commits in one transaction, so the store only moves betw
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import lease
-from models.datasets import StoredDataset
+from models.datasets import StoredDataset, table_of
+from models.db import reading
 from models.diff import OptionsDiff
 from models.schema import SyncState
 from models.types import utcnow
@@ -24,7 +29,7 @@ from models.upsert import (
     load_dataset,
     load_syncable,
     stamp_verified,
-    upsert_dataset,
+    write_dataset,
 )
 from scrapers import SOURCES
 from scrapers.errors import PermanentError, SyncError, redact
@@ -34,7 +39,7 @@ from worker import webhooks
 from worker.catalogue import CatalogueEntry
 from worker.context import SyncContext
 from worker.outcome import SyncOutcome
-from worker.runs import clear_hold, finish_run, finish_state, hold_change, record_skip, start_run
+from worker.runs import NO_HOLD, add_running, add_skip, finish_run, finish_state, hold_values
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,28 +61,68 @@ def sync_dataset(
 
     ``force`` syncs now even if fresh (a pause still holds); ``refetch`` ignores the stored
     validators; ``accept_changes`` applies what the guard rails would hold or an operator rejected.
+    The store sees two transactions: the start (lease, state, skip or running row) and the end
+    (everything the sync writes, and the lease freed).
     """
-    owner = ctx.worker_id
-    if not lease.acquire(ctx.sessions, entry.key, owner, ctx.settings.lease_seconds):
+    owner, started = ctx.worker_id, utcnow()
+    with ctx.sessions.begin() as session:
+        begun = _start(session, entry, ctx, owner, started, trigger, force, refetch, requested_at, attempt)
+    if isinstance(begun, SyncOutcome):
+        return begun
+    run_id, validators = begun
+    with lease.kept(ctx.sessions, entry.key, owner, ctx.settings.lease_seconds) as renewal:
+        sync = _Sync(entry, ctx, run_id, started, owner, renewal)
+        outcome = _run(sync, validators, accept_changes=accept_changes, may_retry=may_retry)
+    webhooks.after_sync(ctx, entry, outcome)  # after commit; never raises, never waits
+    return outcome
+
+
+def _start(
+    session: Session,
+    entry: CatalogueEntry,
+    ctx: SyncContext,
+    owner: str,
+    now: datetime,
+    trigger: str,
+    force: bool,
+    refetch: bool,
+    requested_at: datetime | None,
+    attempt: int,
+) -> tuple[int, Validators | None] | SyncOutcome:
+    """Take the lease and decide, in the start transaction: the id of a 'running' row (committed at
+    once, so monitoring sees syncs in flight) and the validators to send, or the outcome of a sync
+    that stops here (busy, fresh, paused...) with the lease not kept."""
+    state = lease.take(session, entry.key, owner, ctx.settings.lease_seconds, now)
+    if state is None:
         busy = "another worker is syncing this dataset right now"
-        return record_skip(ctx.sessions, entry.key, trigger, ctx.worker_id, "busy", busy, attempt=attempt)
-    with lease.kept(ctx.sessions, entry.key, owner, ctx.settings.lease_seconds):
-        with ctx.sessions() as session:
-            state = session.get(SyncState, entry.key)
-            skip = _skip_reason(entry, state, trigger, requested_at, ctx.settings, force, retry=attempt > 1)
-        if skip:
-            return record_skip(ctx.sessions, entry.key, trigger, ctx.worker_id, *skip, attempt=attempt)
-        outcome = _run(
-            entry,
-            ctx,
-            trigger=trigger,
-            refetch=refetch,
-            accept_changes=accept_changes,
-            attempt=attempt,
-            may_retry=may_retry,
-        )
-        webhooks.after_sync(ctx, entry, outcome)  # after commit; never raises, never waits
-        return outcome
+        return add_skip(session, entry.key, trigger, owner, "busy", busy, attempt=attempt)
+    skip = _skip_reason(entry, state, trigger, requested_at, ctx.settings, force, retry=attempt > 1)
+    if skip:
+        lease.free(session, entry.key, owner)
+        return add_skip(session, entry.key, trigger, owner, *skip, attempt=attempt)
+    run_id = add_running(session, entry.key, trigger, owner, now, attempt)
+    return run_id, None if refetch else _validators(session, state)
+
+
+@dataclass(frozen=True)
+class _Sync:
+    """A sync past its start transaction: what its end transaction needs."""
+
+    entry: CatalogueEntry
+    ctx: SyncContext
+    run_id: int
+    started: datetime
+    owner: str
+    renewal: lease.Renewal
+
+    @contextlib.contextmanager
+    def ending(self) -> Iterator[Session]:
+        """The end transaction. Renewal stops first, so none lands after it; ``finish_state`` in it
+        frees the lease, so no release transaction follows."""
+        self.renewal.stop()
+        with self.ctx.sessions.begin() as session:
+            yield session
+        self.renewal.freed = True
 
 
 def preview_dataset(entry: CatalogueEntry, ctx: SyncContext) -> SyncOutcome:
@@ -86,7 +131,7 @@ def preview_dataset(entry: CatalogueEntry, ctx: SyncContext) -> SyncOutcome:
         option_list, _, _ = fetch_options(entry, ctx, None)
     except SyncError as error:
         return SyncOutcome(entry.key, "failed", error_kind=error.kind, error=_redact(error.message, entry))
-    with ctx.sessions() as session:
+    with reading(ctx.sessions)() as session:
         current = load_dataset(session, entry.key)
     diff = current.diff_to(option_list.options) if current else OptionsDiff.between({}, option_list.options)
     hold = hold_reason(current, option_list, ctx.settings)
@@ -114,32 +159,16 @@ def fetch_options(
     return option_list, source.kept_validators(documents), sum(len(document.body) for document in documents)
 
 
-def _run(
-    entry: CatalogueEntry,
-    ctx: SyncContext,
-    *,
-    trigger: str,
-    refetch: bool,
-    accept_changes: bool,
-    attempt: int,
-    may_retry: bool,
-) -> SyncOutcome:
-    started = utcnow()
-    run_id = start_run(ctx.sessions, entry.key, trigger, ctx.worker_id, started, attempt)
+def _run(sync: _Sync, validators: Validators | None, *, accept_changes: bool, may_retry: bool) -> SyncOutcome:
+    entry = sync.entry
     try:
-        option_list, validators, fetched = fetch_options(entry, ctx, None if refetch else _validators(ctx, entry.key))
-        return _store(ctx, entry, run_id, option_list, validators, fetched, accept_changes, started)
-    except NotModified as unchanged:
-        return _store_not_modified(ctx, entry, run_id, started, unchanged.reason)
+        return _fetch_and_store(sync, validators, accept_changes)
     except OwnedByPeople as error:
-        return _store_failure(ctx, entry, run_id, started, "owned_by_people", str(error), transient=False)
+        return _store_failure(sync, "owned_by_people", str(error), transient=False)
     except SyncError as error:
         will_retry = error.transient and may_retry
         return _store_failure(
-            ctx,
-            entry,
-            run_id,
-            started,
+            sync,
             error.kind,
             error.message,
             transient=error.transient,
@@ -148,45 +177,36 @@ def _run(
         )
     except Exception as error:  # a bug or a time limit must not stop the other datasets, but must be seen
         if type(error).__name__ == "SoftTimeLimitExceeded":
-            return _store_failure(
-                ctx,
-                entry,
-                run_id,
-                started,
-                "time_limit",
-                f"{entry.url}: the sync ran out of time",
-                transient=True,
-                will_retry=may_retry,
-            )
+            message = f"{entry.url}: the sync ran out of time"
+            return _store_failure(sync, "time_limit", message, transient=True, will_retry=may_retry)
         log.exception("internal error syncing %s", entry.key)
-        return _store_failure(ctx, entry, run_id, started, "internal", f"internal error: {error!r}", transient=False)
+        return _store_failure(sync, "internal", f"internal error: {error!r}", transient=False)
+
+
+def _fetch_and_store(sync: _Sync, validators: Validators | None, accept_changes: bool) -> SyncOutcome:
+    try:
+        option_list, kept_validators, fetched = fetch_options(sync.entry, sync.ctx, validators)
+    except NotModified as unchanged:
+        return _store_not_modified(sync, unchanged.reason)
+    return _store(sync, option_list, kept_validators, fetched, accept_changes)
 
 
 def _store(
-    ctx: SyncContext,
-    entry: CatalogueEntry,
-    run_id: int,
-    option_list: OptionList,
-    validators: Validators,
-    fetched: int,
-    accept_changes: bool,
-    started: datetime,
+    sync: _Sync, option_list: OptionList, validators: Validators, fetched: int, accept_changes: bool
 ) -> SyncOutcome:
     """Guard, then upsert, record the run and the state: one transaction."""
-    now = utcnow()
+    entry, now = sync.entry, utcnow()
     snapshot = Snapshot(
         option_list.options, option_list.content_hash, list(option_list.retired_codes), list(option_list.default_codes)
     )
-    with ctx.sessions.begin() as session:
-        state = lease.ensure_state(session, entry.key)
+    with sync.ending() as session:
+        state = session.get_one(SyncState, entry.key)
         current = load_syncable(session, entry.key)
-        refusal = None if accept_changes else _refusal(current, state, option_list, ctx.settings)
+        refusal = None if accept_changes else _refusal(current, state, option_list, sync.ctx.settings)
         if refusal and current is not None:
-            return _record_refusal(
-                session, state, current, snapshot, option_list, refusal, fetched, run_id, started, now
-            )
-        result = upsert_dataset(
-            session, dataset_spec(entry), snapshot, stamp_field=entry.stamp_field, now=now, run_id=run_id
+            return _record_refusal(session, sync, current, snapshot, option_list, refusal, fetched, now)
+        result = write_dataset(
+            session, current, dataset_spec(entry), snapshot, stamp_field=entry.stamp_field, now=now, run_id=sync.run_id
         )
         outcome = SyncOutcome(
             entry.key,
@@ -195,15 +215,12 @@ def _store(
             len(option_list.options),
             result.diff,
             option_list.warnings,
-            run_id=run_id,
+            run_id=sync.run_id,
             bytes_fetched=fetched,
         )
-        finish_run(session, run_id, outcome, started, now, options_before=result.options_before)
-        finish_state(state, result.status, now)
-        state.etag, state.last_modified = validators.etag, validators.last_modified
-        state.source_token = validators.token
-        state.rejected_hash = None
-        clear_hold(state)
+        finish_run(session, sync.run_id, outcome, sync.started, now, options_before=result.options_before)
+        kept = {"etag": validators.etag, "last_modified": validators.last_modified, "source_token": validators.token}
+        finish_state(session, entry.key, sync.owner, result.status, now, **kept, rejected_hash=None, **NO_HOLD)
     return outcome
 
 
@@ -219,20 +236,16 @@ def _refusal(
 
 def _record_refusal(
     session: Session,
-    state: SyncState,
+    sync: _Sync,
     current: StoredDataset,
     snapshot: Snapshot,
     new: OptionList,
     refusal: tuple[str, str],
     fetched: int,
-    run_id: int,
-    started: datetime,
     now: datetime,
 ) -> SyncOutcome:
     """Keep the stored list; record the run with the diff that was not applied."""
     kind, reason = refusal
-    if kind == "held":
-        hold_change(state, snapshot, reason, now)
     diff = current.diff_to(new.options)
     outcome = SyncOutcome(
         current.key,
@@ -243,40 +256,30 @@ def _record_refusal(
         new.warnings,
         error_kind=kind,
         error=reason,
-        run_id=run_id,
+        run_id=sync.run_id,
         bytes_fetched=fetched,
     )
-    finish_run(session, run_id, outcome, started, now, options_before=len(current.options))
-    finish_state(state, kind, now)
+    finish_run(session, sync.run_id, outcome, sync.started, now, options_before=len(current.options))
+    held = hold_values(snapshot, reason, now) if kind == "held" else {}
+    finish_state(session, current.key, sync.owner, kind, now, **held)
     return outcome
 
 
-def _store_not_modified(
-    ctx: SyncContext, entry: CatalogueEntry, run_id: int, started: datetime, reason: str
-) -> SyncOutcome:
-    now = utcnow()
-    with ctx.sessions.begin() as session:
-        dataset = stamp_verified(session, entry.key, entry.stamp_field, now)
-        count = len(dataset.options) if dataset else None
+def _store_not_modified(sync: _Sync, reason: str) -> SyncOutcome:
+    entry, now = sync.entry, utcnow()
+    with sync.ending() as session:
+        verified = stamp_verified(session, entry.key, entry.stamp_field, now)
+        version, count = (verified.version, verified.options) if verified else (None, None)
         outcome = SyncOutcome(
-            entry.key,
-            "unchanged",
-            dataset.version if dataset else None,
-            count,
-            run_id=run_id,
-            warnings=(reason,),
-            bytes_fetched=0,
+            entry.key, "unchanged", version, count, run_id=sync.run_id, warnings=(reason,), bytes_fetched=0
         )
-        finish_run(session, run_id, outcome, started, now, options_before=count)
-        finish_state(lease.ensure_state(session, entry.key), "unchanged", now)
+        finish_run(session, sync.run_id, outcome, sync.started, now, options_before=count)
+        finish_state(session, entry.key, sync.owner, "unchanged", now)
     return outcome
 
 
 def _store_failure(
-    ctx: SyncContext,
-    entry: CatalogueEntry,
-    run_id: int,
-    started: datetime,
+    sync: _Sync,
     kind: str,
     message: str,
     *,
@@ -284,7 +287,7 @@ def _store_failure(
     retry_after: float | None = None,
     will_retry: bool = False,
 ) -> SyncOutcome:
-    now = utcnow()
+    entry, now = sync.entry, utcnow()
     message = _redact(message, entry)  # every failure path passes here, so nothing unredacted is stored
     outcome = SyncOutcome(
         entry.key,
@@ -294,14 +297,14 @@ def _store_failure(
         transient=transient,
         retry_after=retry_after,
         will_retry=will_retry,
-        run_id=run_id,
+        run_id=sync.run_id,
     )
-    with ctx.sessions.begin() as session:
+    with sync.ending() as session:
         current = load_dataset(session, entry.key)
         outcome.version = current.version if current else None
         before = len(current.options) if current else None
-        finish_run(session, run_id, outcome, started, now, options_before=before, options_after=before)
-        finish_state(lease.ensure_state(session, entry.key), "failed", now)
+        finish_run(session, sync.run_id, outcome, sync.started, now, options_before=before, options_after=before)
+        finish_state(session, entry.key, sync.owner, "failed", now)
     log.warning("sync of %s failed (%s): %s", entry.key, kind, message)
     return outcome
 
@@ -363,7 +366,7 @@ def is_due(entry: CatalogueEntry, state: SyncState | None, now: datetime, settin
 
 def _skip_reason(
     entry: CatalogueEntry,
-    state: SyncState | None,
+    state: SyncState,
     trigger: str,
     requested_at: datetime | None,
     settings: Settings,
@@ -373,8 +376,6 @@ def _skip_reason(
 ) -> tuple[str, str] | None:
     """Why this delivery should not sync; a retry of a chain runs at its countdown (the failure
     pause of ``is_due`` holds back new scans, not the retries already queued)."""
-    if state is None:
-        return None
     if state.paused:
         return (
             "paused",
@@ -393,15 +394,14 @@ def _skip_reason(
     return None
 
 
-def _validators(ctx: SyncContext, key: str) -> Validators | None:
+def _validators(session: Session, state: SyncState) -> Validators | None:
     """Conditional-request validators, only while the stored row they describe still exists."""
-    with ctx.sessions() as session:
-        state = session.get(SyncState, key)
-        if state is None or not (state.etag or state.last_modified or state.source_token):
-            return None
-        if load_dataset(session, key) is None:
-            return None
-        return Validators(state.etag, state.last_modified, state.source_token)
+    if not (state.etag or state.last_modified or state.source_token):
+        return None
+    table = table_of(session).table
+    if session.scalar(select(table.c.id).where(table.c.key == state.dataset_key)) is None:
+        return None
+    return Validators(state.etag, state.last_modified, state.source_token)
 
 
 def _redact(message: str, entry: CatalogueEntry) -> str:

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Subquery, delete, func, select
+from sqlalchemy import String, Subquery, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from models import lease
+from models.lease import RUNS, STATES
 from models.schema import DatasetVersion, SyncRun, SyncState
 from models.types import utcnow
 from models.upsert import Snapshot, load_dataset
 from worker.outcome import SyncOutcome
 
 PRUNE_BATCH = 5_000
+# Built once, as every sync runs them: the columns to set come with the parameters.
+_ADD_RUN = insert(RUNS).returning(RUNS.c.id)
+_FINISH_RUN = update(RUNS).where(RUNS.c.id == bindparam("run_id"))
+_FINISH_STATE = (
+    update(STATES)
+    .where(STATES.c.dataset_key == bindparam("state_key"))
+    .values(lease.freeing(bindparam("lease_holder", type_=String())))
+)
+_FINISH_FAILED_STATE = _FINISH_STATE.values(consecutive_failures=STATES.c.consecutive_failures + 1)
 
 
 def latest_finished_runs() -> Subquery:
@@ -57,12 +69,14 @@ def start_run(
 ) -> int:
     """A visible 'running' row, committed at once so monitoring sees syncs in flight."""
     with sessions.begin() as session:
-        run = SyncRun(
-            dataset_key=key, trigger=trigger, status="running", started_at=now, attempt=attempt, worker=worker[:255]
-        )
-        session.add(run)
-        session.flush()
-        return run.id
+        return add_running(session, key, trigger, worker, now, attempt)
+
+
+def add_running(session: Session, key: str, trigger: str, worker: str, now: datetime, attempt: int = 1) -> int:
+    """``start_run`` in the caller's transaction (a sync's start transaction, which commits at once)."""
+    running = {"status": "running", "started_at": now, "attempt": attempt, "worker": worker[:255]}
+    run_id: int = session.execute(_ADD_RUN, {"dataset_key": key, "trigger": trigger, **running}).scalar_one()
+    return run_id
 
 
 def record_skip(
@@ -76,32 +90,46 @@ def record_skip(
     attempt: int = 1,
 ) -> SyncOutcome:
     """A run that ended before fetching anything (busy, fresh, paused, unknown key...)."""
-    now = utcnow()
     with sessions.begin() as session:
-        run = SyncRun(
-            dataset_key=key,
-            trigger=trigger,
-            status=status,
-            started_at=now,
-            finished_at=now,
-            duration_seconds=0.0,
-            error_kind=kind,
-            error_message=reason,
-            worker=worker[:255],
-            attempt=attempt,
-        )
-        session.add(run)
-        session.flush()
-        current = load_dataset(session, key)
-        return SyncOutcome(
-            key,
-            status,
-            current.version if current else None,
-            len(current.options) if current else None,
-            error_kind=kind,
-            error=reason,
-            run_id=run.id,
-        )
+        return add_skip(session, key, trigger, worker, kind, reason, status, attempt)
+
+
+def add_skip(
+    session: Session,
+    key: str,
+    trigger: str,
+    worker: str,
+    kind: str,
+    reason: str,
+    status: str = "skipped",
+    attempt: int = 1,
+) -> SyncOutcome:
+    """``record_skip`` in the caller's transaction."""
+    now = utcnow()
+    run = SyncRun(
+        dataset_key=key,
+        trigger=trigger,
+        status=status,
+        started_at=now,
+        finished_at=now,
+        duration_seconds=0.0,
+        error_kind=kind,
+        error_message=reason,
+        worker=worker[:255],
+        attempt=attempt,
+    )
+    session.add(run)
+    session.flush()
+    current = load_dataset(session, key)
+    return SyncOutcome(
+        key,
+        status,
+        current.version if current else None,
+        len(current.options) if current else None,
+        error_kind=kind,
+        error=reason,
+        run_id=run.id,
+    )
 
 
 def finish_run(
@@ -114,41 +142,55 @@ def finish_run(
     options_before: int | None,
     options_after: int | None = None,
 ) -> None:
-    run = session.get_one(SyncRun, run_id)
+    """Close the run row: one UPDATE by id, without reading the row back first."""
     counts = outcome.diff.counts()
-    run.status = outcome.status
-    run.finished_at = now
-    run.duration_seconds = (now - started).total_seconds()
-    run.options_before = options_before
-    run.options_after = outcome.options if options_after is None else options_after
-    run.codes_added, run.codes_removed, run.codes_relabelled = counts["added"], counts["removed"], counts["relabelled"]
-    run.version_after = outcome.version
-    run.changes = None if outcome.diff.is_empty else outcome.diff.to_json()
-    run.warnings = list(outcome.warnings)
-    run.error_kind, run.error_message = outcome.error_kind, outcome.error
-    run.will_retry = outcome.will_retry
-    run.bytes_fetched = outcome.bytes_fetched
+    finished = {
+        "status": outcome.status,
+        "finished_at": now,
+        "duration_seconds": (now - started).total_seconds(),
+        "options_before": options_before,
+        "options_after": outcome.options if options_after is None else options_after,
+        "codes_added": counts["added"],
+        "codes_removed": counts["removed"],
+        "codes_relabelled": counts["relabelled"],
+        "version_after": outcome.version,
+        "changes": None if outcome.diff.is_empty else outcome.diff.to_json(),
+        "warnings": list(outcome.warnings),
+        "error_kind": outcome.error_kind,
+        "error_message": outcome.error,
+        "will_retry": outcome.will_retry,
+        "bytes_fetched": outcome.bytes_fetched,
+    }
+    session.execute(_FINISH_RUN, {"run_id": run_id, **finished})
 
 
-def finish_state(state: SyncState, status: str, now: datetime) -> None:
-    state.last_attempt_at = now
-    state.last_status = status
+def finish_state(session: Session, key: str, owner: str, status: str, now: datetime, **values: Any) -> None:
+    """Record the attempt in the state row and free ``owner``'s lease: one UPDATE, the sync's last
+    statement on ``sync_state``. ``values`` are further columns to set (validators, a hold)."""
+    recorded: dict[str, Any] = {"last_attempt_at": now, "last_status": status}
     if status in ("created", "updated", "unchanged"):
-        state.last_success_at = now
-        state.consecutive_failures = 0
-    elif status == "failed":
-        state.consecutive_failures += 1
+        recorded.update(last_success_at=now, consecutive_failures=0)
+    statement = _FINISH_FAILED_STATE if status == "failed" else _FINISH_STATE
+    session.execute(statement, {"state_key": key, "lease_holder": owner, **recorded, **values})
 
 
-def hold_change(state: SyncState, snapshot: Snapshot, reason: str, now: datetime) -> None:
-    state.held_options = dict(snapshot.options)
-    state.held_retired = list(snapshot.retired_codes)
-    state.held_defaults = list(snapshot.default_codes)
-    state.held_hash = snapshot.content_hash
-    state.held_reason = reason
-    state.held_at = now
+def hold_values(snapshot: Snapshot, reason: str, now: datetime) -> dict[str, Any]:
+    """The state columns that keep a held change for review."""
+    return {
+        "held_options": dict(snapshot.options),
+        "held_retired": list(snapshot.retired_codes),
+        "held_defaults": list(snapshot.default_codes),
+        "held_hash": snapshot.content_hash,
+        "held_reason": reason,
+        "held_at": now,
+    }
+
+
+NO_HOLD: dict[str, Any] = dict.fromkeys(
+    ("held_options", "held_retired", "held_defaults", "held_hash", "held_reason", "held_at")
+)
 
 
 def clear_hold(state: SyncState) -> None:
-    state.held_options = state.held_retired = state.held_defaults = None
-    state.held_hash = state.held_reason = state.held_at = None
+    for name, value in NO_HOLD.items():
+        setattr(state, name, value)

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.datasets import StoredDataset, table_of
+from models.db import reading
 from models.schema import SyncState
 from models.types import utcnow
 from publisher.publish import publications_with_errors
@@ -24,7 +25,7 @@ def dataset_status(
 ) -> list[dict[str, Any]]:
     """Catalogue datasets first (in catalogue order), then any other synced rows in the store."""
     now = now or utcnow()
-    with sessions() as session:
+    with reading(sessions)() as session:
         datasets = {d.key: d for d in table_of(session).synced(session)}
         states = {s.dataset_key: s for s in session.scalars(select(SyncState))}
         runs = last_runs(session)

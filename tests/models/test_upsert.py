@@ -15,6 +15,7 @@ from models.upsert import (
     DatasetSpec,
     OwnedByPeople,
     Snapshot,
+    Verified,
     api_endpoint,
     nhs_dd_page_id,
     stamp_verified,
@@ -253,13 +254,19 @@ def test_retired_flag_change_bumps_the_version(db: sessionmaker[Session]) -> Non
 def test_stamp_verified_moves_only_the_stamp(db: sessionmaker[Session]) -> None:
     upsert(db, T0)
     with db.begin() as session:
-        verified = stamp_verified(session, "ethnic_category", "last_scraped", T2)
-        assert verified is not None and verified.key == "ethnic_category"
+        assert stamp_verified(session, "ethnic_category", "last_scraped", T2) == Verified(1, len(OPTIONS))
     dataset = row(db)
     assert (dataset.last_scraped, dataset.updated_at, dataset.version) == (T2, T0, 1)
     assert dataset.last_synced_at is None
     assert list(dataset.options.items()) == list(OPTIONS.items())
     assert len(versions(db)) == 1
+
+
+def test_stamp_verified_adopts_a_row_another_sync_made(db: sessionmaker[Session]) -> None:
+    add_people_row(db, source_type="scrape")  # no history, but made by a sync: datasync may write it
+    with db.begin() as session:
+        assert stamp_verified(session, "ethnic_category", "last_scraped", T2) == Verified(3, 1)
+    assert row(db).last_scraped == T2
 
 
 def test_stamp_verified_on_a_missing_dataset_does_nothing(db: sessionmaker[Session]) -> None:
@@ -273,7 +280,9 @@ def test_stamp_verified_on_a_missing_dataset_does_nothing(db: sessionmaker[Sessi
 
 
 @pytest.mark.parametrize(
-    "owner", [{"is_custom": True}, {"category": "user_created"}], ids=["is_custom", "user_created"]
+    "owner",
+    [{"is_custom": True}, {"category": "user_created"}, {"source_type": "manual"}],
+    ids=["is_custom", "user_created", "made_by_hand"],
 )
 def test_rows_that_belong_to_people_are_refused(db: sessionmaker[Session], owner: dict[str, object]) -> None:
     add_people_row(db, **owner)

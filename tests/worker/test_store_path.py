@@ -1,0 +1,152 @@
+"""The SQL one dataset sync costs: a start transaction and an end transaction, on SQLite and PostgreSQL.
+
+Counted with SQLAlchemy's engine events (``tests/sqlcount.py``) around real syncs against the local
+upstream. The start takes the lease, reads the state and commits the 'running' row (or the skip);
+the end writes everything the sync changed and frees the lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from models import lease
+from models.db import get_engine
+from models.schema import Dataset, DatasetVersion, SyncRun, SyncState
+from tests.conftest import expected_result
+from tests.sqlcount import SqlCount, counting
+from tests.upstream import Scripted, Upstream
+from worker.catalogue import Catalogue, CatalogueEntry
+from worker.context import SyncContext
+from worker.outcome import SyncOutcome
+from worker.pipeline import sync_dataset
+
+KEY = "nhs_england_regions"  # one JSON page, served with an ETag: a re-sync answers 304
+
+
+@pytest.fixture
+def entry(catalogue: Catalogue) -> CatalogueEntry:
+    return catalogue.select([KEY])[0]
+
+
+@pytest.fixture
+def counted(ctx: SyncContext) -> Iterator[SqlCount]:
+    with counting(get_engine(ctx.settings.database_url)) as count:
+        yield count
+
+
+def synced(ctx: SyncContext, entry: CatalogueEntry, count: SqlCount, **options: object) -> SyncOutcome:
+    """One sync with only its own SQL in ``count``."""
+    count.statements = count.transactions = count.writing_transactions = 0
+    count.texts.clear()
+    return sync_dataset(entry, ctx, **options)  # type: ignore[arg-type]
+
+
+def stored_state(ctx: SyncContext) -> SyncState:
+    with ctx.sessions() as session:
+        return session.get_one(SyncState, KEY)
+
+
+def test_an_unchanged_sync_is_two_transactions_of_at_most_eight_statements(
+    ctx: SyncContext, entry: CatalogueEntry, counted: SqlCount
+) -> None:
+    sync_dataset(entry, ctx)
+    outcome = synced(ctx, entry, counted, force=True)
+    assert outcome.status == "unchanged" and "304" in " ".join(outcome.warnings)
+    assert counted.transactions <= 2, counted.texts
+    assert counted.statements <= 8, counted.texts
+    state = stored_state(ctx)
+    assert (state.last_status, state.lease_owner, state.lease_expires_at) == ("unchanged", None, None)
+    with ctx.sessions() as session:
+        run = session.scalars(select(SyncRun).order_by(SyncRun.id.desc())).first()
+    assert run is not None and (run.status, run.options_after, run.version_after) == (
+        "unchanged",
+        len(expected_result(KEY)["options"]),
+        1,
+    )
+
+
+@pytest.mark.parametrize("change", ["created", "updated"])
+def test_a_changed_list_is_written_in_one_transaction_after_the_start(
+    ctx: SyncContext, entry: CatalogueEntry, upstream: Upstream, counted: SqlCount, change: str
+) -> None:
+    if change == "updated":
+        sync_dataset(entry, ctx)
+        body = upstream.body_for(upstream.url_path(entry.url)).replace(b'"London"', b'"Greater London"')
+        upstream.set_body(entry.url, body)
+    outcome = synced(ctx, entry, counted, force=True)
+    assert outcome.status == change
+    assert (counted.transactions, counted.writing_transactions) == (2, 2), counted.texts
+    writes = [text.split(None, 2)[:2] for text in counted.texts if not text.lstrip().upper().startswith("SELECT")]
+    assert ["INSERT", "INTO"] in writes  # the version row, with the dataset row, run and state after the start
+    with ctx.sessions() as session:
+        dataset = session.scalars(select(Dataset).where(Dataset.key == KEY)).one()
+        version = session.scalars(
+            select(DatasetVersion).where(DatasetVersion.dataset_key == KEY).order_by(DatasetVersion.version.desc())
+        ).first()
+        run = session.get_one(SyncRun, outcome.run_id)
+    assert version is not None and version.version == dataset.version == outcome.version
+    assert (run.status, run.version_after, version.run_id) == (change, outcome.version, run.id)
+    state = stored_state(ctx)
+    assert (state.last_status, state.lease_owner, state.etag is not None) == (change, None, True)
+
+
+def test_a_failed_sync_is_two_transactions_and_frees_the_lease(
+    ctx: SyncContext, entry: CatalogueEntry, upstream: Upstream, counted: SqlCount
+) -> None:
+    upstream.script(entry.url, Scripted(status=500), Scripted(status=500), Scripted(status=500))
+    outcome = synced(ctx, entry, counted)
+    assert outcome.status == "failed"
+    assert (counted.transactions, counted.writing_transactions) == (2, 2), counted.texts
+    state = stored_state(ctx)
+    assert (state.last_status, state.consecutive_failures, state.lease_owner) == ("failed", 1, None)
+
+
+def test_a_fresh_dataset_is_skipped_in_one_transaction(
+    ctx: SyncContext, entry: CatalogueEntry, counted: SqlCount
+) -> None:
+    sync_dataset(entry, ctx)
+    outcome = synced(ctx, entry, counted)
+    assert (outcome.status, outcome.error_kind, outcome.version) == ("skipped", "fresh", 1)
+    assert counted.transactions == 1, counted.texts
+    assert stored_state(ctx).lease_owner is None
+
+
+def test_a_busy_dataset_is_skipped_in_one_transaction(
+    ctx: SyncContext, entry: CatalogueEntry, counted: SqlCount
+) -> None:
+    assert lease.acquire(ctx.sessions, KEY, "another-worker", 60)
+    outcome = synced(ctx, entry, counted)
+    assert (outcome.status, outcome.error_kind) == ("skipped", "busy")
+    assert counted.transactions == 1, counted.texts
+    assert stored_state(ctx).lease_owner == "another-worker"  # still theirs
+
+
+def test_a_paused_dataset_is_skipped_in_one_transaction(
+    ctx: SyncContext, entry: CatalogueEntry, counted: SqlCount
+) -> None:
+    sync_dataset(entry, ctx)
+    with ctx.sessions.begin() as session:
+        session.get_one(SyncState, KEY).paused = True
+    outcome = synced(ctx, entry, counted, force=True)
+    assert (outcome.status, outcome.error_kind) == ("skipped", "paused")
+    assert counted.transactions == 1, counted.texts
+    assert stored_state(ctx).lease_owner is None
+
+
+def test_when_the_end_transaction_fails_the_lease_is_released_and_the_scan_closes_the_run(
+    ctx: SyncContext, entry: CatalogueEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def store_down(*_: object, **__: object) -> None:
+        raise RuntimeError("the store went away mid-write")
+
+    monkeypatch.setattr("worker.pipeline.finish_run", store_down)
+    with pytest.raises(RuntimeError, match="went away"):
+        sync_dataset(entry, ctx)
+    assert stored_state(ctx).lease_owner is None  # released by lease.kept, not left to expire
+    with ctx.sessions() as session:
+        assert session.scalars(select(Dataset).where(Dataset.key == KEY)).first() is None  # nothing half-written
+        assert session.scalars(select(SyncRun.status)).all() == ["running"]
+    assert [run.error_kind for run in lease.abandon_dead_runs(ctx.sessions)] == ["abandoned"]
