@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import lease
+from models.db import reading
 from models.schema import SyncRun, SyncState
 from models.types import utcnow
 from publisher.publish import publish_new_versions
@@ -138,7 +139,7 @@ def sync_due_task() -> list[str]:
     ctx, catalogue = process_context()
     requeued = _requeue_abandoned(ctx, catalogue)
     now = utcnow()
-    with ctx.sessions() as session:
+    with reading(ctx.sessions)() as session:
         states = {state.dataset_key: state for state in session.scalars(select(SyncState))}
     due = [
         entry.key
