@@ -27,7 +27,7 @@ from tests.upstream import Upstream
 from tests.worker.celery_harness import CeleryProcesses, pool_children, wait_until
 
 SEED = int(os.environ.get("FAULT_SEED", time.time()))  # replay a run: FAULT_SEED=<seed from its figures>
-pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres, pytest.mark.xdist_group("fleet")]
 KILLS = int(os.environ.get("FAULT_KILLS", "12"))
 RECOVERY_TARGET = 60  # seconds, with the scaled timers (lease 6 s, beat 1 s) on a loaded 2-core machine
 

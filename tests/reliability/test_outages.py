@@ -24,7 +24,7 @@ from tests.upstream import Upstream
 from tests.worker.celery_harness import wait_until
 from worker.embedded import RedisProcess
 
-pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres, pytest.mark.xdist_group("fleet")]
 OUTAGE_SECONDS = 10
 RECOVERING = {"DATASYNC_FAILURE_PAUSE_SECONDS": "3"}  # failures during the outage are scanned again soon
 
