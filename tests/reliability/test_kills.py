@@ -28,7 +28,7 @@ from tests.worker.celery_harness import CeleryProcesses, pool_children, wait_unt
 
 SEED = int(os.environ.get("FAULT_SEED", time.time()))  # replay a run: FAULT_SEED=<seed from its figures>
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres, pytest.mark.xdist_group("fleet")]
-KILLS = int(os.environ.get("FAULT_KILLS", "12"))
+KILLS = int(os.environ.get("FAULT_KILLS", "20"))
 RECOVERY_TARGET = 60  # seconds, with the scaled timers (lease 6 s, beat 1 s) on a loaded 2-core machine
 
 
