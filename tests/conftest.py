@@ -7,6 +7,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -25,6 +26,34 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # than hypothesis's default 200 ms deadline without anything being wrong.
 hypothesis_settings.register_profile("datasync", deadline=None)
 hypothesis_settings.load_profile("datasync")
+
+
+# The tests that start a fleet of scaled-timer workers and beat (the fault suite): in a parallel run
+# they take turns on one pytest worker, so two fleets never compete for the 2 cores.
+FLEET = (
+    "tests/reliability/test_kills.py::",
+    "tests/reliability/test_flapping.py::",
+    "tests/reliability/test_outages.py::",
+    "tests/reliability/test_concurrency.py::test_a_storm_of_manual_resyncs_runs_one_at_a_time_and_makes_one_version",
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` with FLEET as the one group, which goes first (the largest scope).
+
+    xdist 3.8 groups ``xdist_group`` marks by rewriting node ids, which pytest 9 no longer reads,
+    so those marks have no effect here; this schedules as loadgroup would.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FleetsTakeTurns(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "fleet" if nodeid.startswith(FLEET) else nodeid
+
+    return FleetsTakeTurns(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -3,8 +3,8 @@
 Timers are the shipped ones scaled down (lease 6 s instead of 60, beat every 1 s instead of 30), so
 a kill-and-recover cycle takes seconds; `test_recovery.py` checks the 2-minute target with the
 shipped timers end to end. Every test records its figures in ``results`` (printed, and written to
-``$FAULT_RESULTS`` when set) for docs/reliability.md. The fleet tests are marked
-``xdist_group("fleet")``: in a parallel run they take turns on one worker, never two fleets at once.
+``$FAULT_RESULTS`` when set) for docs/reliability.md. In a parallel run the
+fleet tests take turns on one pytest worker (``FLEET`` in tests/conftest.py), never two fleets at once.
 """
 
 from __future__ import annotations

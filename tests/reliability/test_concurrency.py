@@ -36,7 +36,6 @@ print(json.dumps([result.get(timeout=600)["status"] for result in results]))
 
 
 @pytest.mark.postgres
-@pytest.mark.xdist_group("fleet")
 def test_a_storm_of_manual_resyncs_runs_one_at_a_time_and_makes_one_version(
     pg_url: str, redis_server: RedisServer, upstream: Upstream, tmp_path: Path, results: dict[str, Any]
 ) -> None:

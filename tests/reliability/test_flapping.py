@@ -30,7 +30,7 @@ from tests.servers import RedisServer
 from tests.upstream import HOSTS, Scripted, Upstream
 
 SEED = int(os.environ.get("FAULT_SEED", time.time()))  # replay a run: FAULT_SEED=<seed from its figures>
-pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres, pytest.mark.xdist_group("fleet")]
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 FLAP_SECONDS = float(os.environ.get("FAULT_FLAP_SECONDS", "120"))
 MAX_RETRIES = 5
 RATE = 10

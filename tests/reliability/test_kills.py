@@ -27,7 +27,7 @@ from tests.upstream import Upstream
 from tests.worker.celery_harness import CeleryProcesses, pool_children, wait_until
 
 SEED = int(os.environ.get("FAULT_SEED", time.time()))  # replay a run: FAULT_SEED=<seed from its figures>
-pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres, pytest.mark.xdist_group("fleet")]
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 KILLS = int(os.environ.get("FAULT_KILLS", "20"))
 RECOVERY_TARGET = 120  # seconds, the target; a dataset may be caught again by a later kill before it lands
 

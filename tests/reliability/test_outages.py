@@ -27,7 +27,7 @@ from tests.upstream import Upstream
 from tests.worker.celery_harness import wait_until
 from worker.embedded import RedisProcess
 
-pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres, pytest.mark.xdist_group("fleet")]
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 OUTAGE_SECONDS = 10
 OUTAGE_SYNCS = int(os.environ.get("FAULT_OUTAGE_SYNCS", "200"))  # syncs attempted around the Redis outage
 RECOVERING = {"DATASYNC_FAILURE_PAUSE_SECONDS": "3"}  # failures during the outage are scanned again soon
