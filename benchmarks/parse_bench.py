@@ -148,8 +148,9 @@ def report(results: list[Measured], pages: list[Document], runs: int, pinned: st
     return "\n".join(lines)
 
 
-def record(table: str) -> None:
-    section = (
+def section(table: str) -> str:
+    """The RESULTS.md section holding ``table``, between the markers ``--record`` replaces."""
+    return (
         f"{SECTION_START}\n## NHS DD parse rate (`python benchmarks/parse_bench.py --record`)\n\n"
         "Issue 11's parser target: parse + normalise of the NHS DD pages on one core at ≥ 10× a naive\n"
         "BeautifulSoup(`html.parser`) extraction, with output identical to the previous extractor's on every\n"
@@ -157,10 +158,28 @@ def record(table: str) -> None:
         "depend on the machine and its load; the ratio, measured in the same run, is the figure to compare.\n\n"
         f"{table}\n{SECTION_END}"
     )
+
+
+def record(table: str) -> None:
     text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
     pattern = re.compile(re.escape(SECTION_START) + ".*?" + re.escape(SECTION_END), re.DOTALL)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    text = (
+        pattern.sub(lambda _: section(table), text)
+        if pattern.search(text)
+        else text.rstrip("\n") + "\n\n" + section(table)
+    )
     RESULTS.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def figure(runs: int, min_seconds: float) -> tuple[str, float]:
+    """Check, pin this process to one core, measure: the table and the current extractor's × naive."""
+    pages = load_pages()
+    check_identical(pages)
+    pinned = pin_to_one_core()
+    before = " / ".join(f"{value:.2f}" for value in os.getloadavg())
+    results = measure(pages, runs, min_seconds)
+    after = " / ".join(f"{value:.2f}" for value in os.getloadavg())
+    return report(results, pages, runs, pinned, (before, after)), results[-1].median / results[0].median
 
 
 def main() -> None:
@@ -171,13 +190,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.runs < 5:
         parser.error("--runs must be at least 5")
-    pages = load_pages()
-    check_identical(pages)
-    pinned = pin_to_one_core()
-    before = " / ".join(f"{value:.2f}" for value in os.getloadavg())
-    results = measure(pages, args.runs, args.min_seconds)
-    after = " / ".join(f"{value:.2f}" for value in os.getloadavg())
-    table = report(results, pages, args.runs, pinned, (before, after))
+    table, _ = figure(args.runs, args.min_seconds)
     print(table)
     if args.record:
         record(table)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from alembic import context
 from sqlalchemy import Connection, create_engine, make_url, pool, text
 
+from models import monitoring  # noqa: F401  (its tables belong to Base.metadata for autogenerate)
 from models.schema import Base
 
 url = context.config.get_main_option("sqlalchemy.url", "")

@@ -31,6 +31,24 @@ def get_engine(url: str) -> Engine:
         return _engines[key]
 
 
+def close_sqlite_connections() -> None:
+    """Close this process's idle SQLite connections; runs before every ``fork()``.
+
+    SQLite keeps each process's file locks in in-memory bookkeeping that a forked child inherits
+    without the locks themselves. Celery's embedded beat then closes every inherited descriptor and
+    writes its heartbeat: its WAL locks landed on whatever file reused the old ``-shm`` descriptor,
+    so its commits raced the workers' and overwrote them. Nothing open at fork, nothing inherited.
+    """
+    with _engines_lock:
+        mine = [engine for (_, pid), engine in _engines.items() if pid == os.getpid()]
+    for engine in mine:
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            engine.dispose()
+
+
+os.register_at_fork(before=close_sqlite_connections)
+
+
 def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})

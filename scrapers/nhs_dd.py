@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import codecs
 import enum
+import re
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from lxml import etree
 from lxml.etree import _Element
 
-from scrapers.base import MarkedText, Source, SourceEntry, decode_marked, html_charset
-from scrapers.errors import PermanentError
+from scrapers.base import MarkedText, Source, SourceEntry, decode_marked, html_charset, require_text
+from scrapers.errors import PermanentError, TransientError
 from scrapers.http import Document
 from scrapers.normalise import BLOCK_TAGS, INVISIBLE_TAGS, RawOption, collapse_whitespace
 
@@ -30,6 +31,7 @@ LABEL_HEADER_WORDS = ("description", "definition", "meaning", "label", "value", 
 HEADINGS = frozenset(("h1", "h2", "h3", "h4", "h5", "h6"))
 HEADING_CLASSES = ("sectiontitle", "tabletitle")
 STRUCK_TAGS = ("del", "s", "strike")
+TABLE_START = re.compile(rb"<table[\s>]")
 
 
 class NhsDataDictionary(Source):
@@ -38,6 +40,8 @@ class NhsDataDictionary(Source):
     accept = "text/html,application/xhtml+xml"
 
     def parse(self, entry: SourceEntry, documents: list[Document]) -> list[RawOption]:
+        require_text(documents[0])
+        require_whole_page(documents[0])
         return parse_page(documents[0])
 
 
@@ -95,6 +99,22 @@ def parse_page(document: Document) -> list[RawOption]:
     if decoded.marker:
         raise _undecodable_row(decoded, rows)
     return rows
+
+
+def require_whole_page(document: Document) -> None:
+    """Refuse a page that stops early even though its transfer looked complete.
+
+    The HTML parser closes whatever is open at the end, so a page cut mid-table reads as a whole
+    page with fewer rows. Every real page closes each table it opens and ends with ``</html>``.
+    """
+    markup = document.body.lower()
+    opened, closed = len(TABLE_START.findall(markup)), markup.count(b"</table")
+    if opened > closed:
+        raise TransientError(
+            "incomplete", f"{document.url}: the page ends early: {opened} table(s) opened, {closed} closed"
+        )
+    if b"</html" not in markup:
+        raise TransientError("incomplete", f"{document.url}: the page ends early: no closing </html> tag")
 
 
 def _utf8(document: Document, decoded: MarkedText) -> bytes:

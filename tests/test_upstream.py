@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.upstream import Upstream
 
 
 def ignore_sigint() -> None:
@@ -36,3 +39,14 @@ def test_backgrounded_upstream_stops_on_signal_and_removes_its_pid_file(tmp_path
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_accepted_connections_send_without_nagle_delay() -> None:
+    upstream = Upstream()
+    try:
+        with socket.create_connection(upstream.server.server_address, timeout=30):
+            accepted, _ = upstream.server.get_request()  # the server's own accept path, as serve_forever uses it
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        upstream.server.server_close()

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -42,6 +43,16 @@ class Scripted:
     delay: float = 0.0
 
 
+class _NoDelayServer(ThreadingHTTPServer):
+    """Replies leave at once: without TCP_NODELAY, Nagle plus the client's delayed ACK hold each
+    response on a kept-alive connection ~40 ms, which would inflate every localhost timing."""
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection, address
+
+
 class Upstream:
     def __init__(self, root: Path = FIXTURES, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.root = root
@@ -52,7 +63,7 @@ class Upstream:
         self.latency = 0.0  # seconds added before every answer: a distant host
         self.fault: Callable[[str], Scripted | None] | None = None  # consulted when no response is queued
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self.server = _NoDelayServer(("127.0.0.1", port), _handler_for(self))
         self.server.daemon_threads = True
         self.server.handle_error = lambda request, address: None  # clients hanging up early is a test scenario
         if tls is not None:

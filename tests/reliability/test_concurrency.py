@@ -73,11 +73,6 @@ def test_a_storm_of_manual_resyncs_runs_one_at_a_time_and_makes_one_version(
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open defect (issue 7): twice under load a row written by one of the two "
-    "processes sharing the SQLite store went missing (a sync_runs row, a datasets row); not yet explained",
-)
 def test_sqlite_embedded_run_and_a_concurrent_sync_never_report_a_locked_database(
     upstream: Upstream, tmp_path: Path, results: dict[str, Any]
 ) -> None:

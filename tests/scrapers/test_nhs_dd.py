@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scrapers.base import html_charset
-from scrapers.errors import PermanentError
+from scrapers.errors import PermanentError, TransientError
 from scrapers.http import Document
-from scrapers.nhs_dd import NhsDataDictionary, parse_page
+from scrapers.nhs_dd import NhsDataDictionary, parse_page, require_whole_page
 from scrapers.normalise import RawOption, normalise
 from tests.conftest import expected_result
 from tests.fixtures.make_nhs_dd_fixtures import DATASETS, PAGES, VARIANT_DATASETS, dataset_key, slug_of
@@ -673,3 +673,33 @@ def test_spliced_pages_never_crash(which: int, cuts: list[int], junk: bytes) -> 
 )
 def test_random_html_never_crashes(body: bytes, charset: str | None) -> None:
     _parse_or_clear_error(body, charset)
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURE_PAGES.glob("*.html")), ids=lambda path: path.stem)
+def test_every_fixture_page_cut_before_its_last_row_is_incomplete(path: Path) -> None:
+    """The transfer looks whole (the server stopped writing, then closed): only the markup shows the cut."""
+    body = path.read_bytes()
+    cut = body[: body.lower().rindex(b"<tr")]
+    document = Document(url=URL, body=cut, content_type="text/html", charset="utf-8")
+    with pytest.raises(TransientError) as raised:
+        require_whole_page(document)
+    assert raised.value.kind == "incomplete" and URL in raised.value.message
+    require_whole_page(Document(url=URL, body=body, content_type="text/html", charset="utf-8"))
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.floats(min_value=0.0, max_value=1.0, exclude_max=True))
+def test_a_page_cut_anywhere_before_its_end_is_never_read(share: float) -> None:
+    body = (FIXTURE_PAGES / "ethnic_category.html").read_bytes()
+    end = body.lower().rindex(b"</html")
+    document = Document(url=URL, body=body[: int(end * share)], content_type="text/html", charset="utf-8")
+    with pytest.raises(TransientError, match="ends early"):
+        require_whole_page(document)
+
+
+def test_the_source_refuses_a_page_cut_mid_table_that_the_extractor_would_read() -> None:
+    whole = page(table(("Code", "Description"), row("1", "One"), row("2", "Two")))
+    cut = Document(url=URL, body=whole.body[: whole.body.rindex(b"<tr")], charset="utf-8")
+    assert pairs(parse_page(cut)) == [("1", "One")]  # lxml closes the open table: a partial list
+    with pytest.raises(TransientError, match="1 table\\(s\\) opened, 0 closed"):
+        NhsDataDictionary().parse(None, [cut])  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""datasync's benchmarks: ``python -m benchmarks`` (or ``bash scripts/bench``) writes benchmarks/RESULTS.md."""
