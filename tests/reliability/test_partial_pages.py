@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import select
 
 from models.schema import Dataset
@@ -21,11 +20,6 @@ def cut_before_row(page: bytes, code: str) -> bytes:
     return page[: page.rindex(b"<tr", 0, cell)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open defect (issue 7, found by the fault suite): scrapers/nhs_dd.py reads a page that ends "
-    "mid-table as a whole page (lxml closes the open tags), so the rows before the cut are applied",
-)
 def test_an_nhs_page_that_ends_mid_table_is_never_applied(
     ctx: SyncContext, catalogue: Catalogue, upstream: Upstream
 ) -> None:
