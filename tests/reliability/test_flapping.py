@@ -1,4 +1,4 @@
-"""An upstream that flaps (5xx, hangs, 429 + Retry-After, truncated bodies, lists that end early):
+"""An upstream that flaps (5xx, hangs, 429 + Retry-After, truncated bodies, lists that end early, pages cut mid-table):
 every dataset converges, politely, and no partial list is ever stored."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -47,6 +48,12 @@ def ended_early(body: bytes, path: str) -> bytes:
     return json.dumps({**payload, "next": None}).encode()
 
 
+def cut_mid_table(page: bytes) -> bytes:
+    """An NHS DD page as a server that stopped mid-table sends it, with an honest length: up to its middle row."""
+    rows = [match.start() for match in re.finditer(rb"<tr[\s>]", page)]
+    return page[: rows[len(rows) // 2]] if rows else page[: len(page) // 2]
+
+
 class Flapping:
     """A fault for about 45 % of requests while on; the kinds a public website really produces."""
 
@@ -82,6 +89,9 @@ class Flapping:
         if roll < 0.50 and path.startswith("/api.rcpch.ac.uk/"):
             early = ended_early(self.upstream.body_for(path) or b"[]", path)
             return "ended_early", Scripted(status=200, body=early, headers={"Content-Type": "application/json"})
+        if roll < 0.50:
+            cut = cut_mid_table(self.upstream.body_for(path) or b"")
+            return "cut_mid_table", Scripted(status=200, body=cut, headers={"Content-Type": "text/html; charset=utf-8"})
         return "none", None
 
 
@@ -127,5 +137,5 @@ def test_a_flapping_upstream_converges_within_bounds_and_never_above_the_rate(
         limit_per_second=RATE,
     )
     assert sum(flapping.injected.values()) > 20  # the faults really happened
-    assert flapping.injected["ended_early"] > 0
+    assert flapping.injected["ended_early"] > 0 and flapping.injected["cut_mid_table"] > 0
     assert all(peak <= RATE for peak in peaks.values()), peaks
