@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -24,6 +26,40 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # than hypothesis's default 200 ms deadline without anything being wrong.
 hypothesis_settings.register_profile("datasync", deadline=None)
 hypothesis_settings.load_profile("datasync")
+
+
+# The tests that start a fleet of scaled-timer workers and beat (the fault suite): in a parallel run
+# they take turns on one pytest worker, so two fleets never compete for the 2 cores.
+FLEET = (
+    "tests/reliability/test_kills.py::",
+    "tests/reliability/test_flapping.py::",
+    "tests/reliability/test_outages.py::",
+    "tests/reliability/test_concurrency.py::test_a_storm_of_manual_resyncs_runs_one_at_a_time_and_makes_one_version",
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` with FLEET as the one group, which goes first (the largest scope).
+
+    xdist 3.8 groups ``xdist_group`` marks by rewriting node ids, which pytest 9 no longer reads,
+    so those marks have no effect here; this schedules as loadgroup would.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FleetsTakeTurns(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "fleet" if nodeid.startswith(FLEET) else nodeid
+
+    return FleetsTakeTurns(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first: with workers in parallel (``scripts/test``) they start at once instead of
+    becoming the tail of the run. The order is otherwise kept, and is the same in every worker."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def expected_result(key: str) -> dict:
@@ -61,14 +97,36 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite store migrated per session (per xdist worker), copied for each test: migrating
+    a SQLite file takes about half a second, copying it a few milliseconds."""
+    path = tmp_path_factory.mktemp("migrated") / "store.db"
+    url = f"sqlite:///{path}"
+    migrate(url)
+    get_engine(url).dispose()
+    return path
+
+
+def sqlite_copy(template: Path, path: Path) -> str:
+    """A copy of the migrated ``template`` at ``path`` (SQLite's backup API: WAL contents included)."""
+    source, target = sqlite3.connect(template), sqlite3.connect(path)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty, migrated store: once on SQLite, once on PostgreSQL."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
+        url = sqlite_copy(request.getfixturevalue("migrated_sqlite"), tmp_path / "store.db")
     else:
         url = request.getfixturevalue("postgres_server").new_database()
-    migrate(url)
+        migrate(url)
     yield url
     get_engine(url).dispose()  # close pooled connections, or hundreds of test databases exhaust PostgreSQL's clients
 
@@ -98,10 +156,8 @@ def catalogue() -> Catalogue:
 
 
 @pytest.fixture
-def sqlite_sessions(tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'unit.db'}"
-    migrate(url)
-    return session_factory(url)
+def sqlite_sessions(tmp_path: Path, migrated_sqlite: Path):
+    return session_factory(sqlite_copy(migrated_sqlite, tmp_path / "unit.db"))
 
 
 @pytest.fixture

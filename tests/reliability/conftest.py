@@ -1,13 +1,15 @@
 """The fault suite's fleet: real worker and beat processes on real Redis and PostgreSQL, the local upstream.
 
 Timers are the shipped ones scaled down (lease 6 s instead of 60, beat every 1 s instead of 30), so
-a kill-and-recover cycle takes seconds; `test_settings.py` checks the shipped timers against the
-2-minute target. Every test records its figures in ``results`` (printed, and written to
-``$FAULT_RESULTS`` when set) for docs/reliability.md.
+a kill-and-recover cycle takes seconds; `test_recovery.py` checks the 2-minute target with the
+shipped timers end to end. Every test records its figures in ``results`` (printed, and written to
+``$FAULT_RESULTS`` when set) for docs/reliability.md. In a parallel run the
+fleet tests take turns on one pytest worker (``FLEET`` in tests/conftest.py), never two fleets at once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -70,9 +72,15 @@ def results(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     print(f"\n{request.node.name}: {json.dumps(figures, default=str)}")
     target = os.environ.get("FAULT_RESULTS")
     if target and figures:
-        path = Path(target)
-        recorded = json.loads(path.read_text()) if path.is_file() else {}
-        recorded[request.node.name] = figures
+        record(Path(target), request.node.name, figures)
+
+
+def record(path: Path, name: str, figures: dict[str, Any]) -> None:
+    """Add one test's figures to the JSON file; parallel workers take turns (an exclusive lock)."""
+    with path.with_name(path.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        recorded = json.loads(path.read_text()) if path.is_file() and path.stat().st_size else {}
+        recorded[name] = figures
         path.write_text(json.dumps(recorded, indent=2, default=str) + "\n")
 
 

@@ -26,7 +26,7 @@ from tests.worker.test_cli import datasync
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 REGIONS = "https://api.rcpch.ac.uk/nhs-organisations/v1/nhs_england_regions/extended/"
-STORM = int(os.environ.get("FAULT_STORM", "300"))
+STORM = int(os.environ.get("FAULT_STORM", "1000"))
 FIRE_AND_WAIT = """
 import json, sys
 from worker.tasks import enqueue_syncs
