@@ -10,15 +10,19 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.datasets import DatasetTable, dataset_table
-from scrapers.http import UrlRewrites
-from scrapers.throttle import HostLimit, HostLimits
 from worker.problems import Problem, pointer
+
+if TYPE_CHECKING:
+    from models.datasets import DatasetTable
+
+# Every command reads the settings first, `--help` included: what checking them needs (the store's
+# table adapter, the HTTP and throttle parsers) is imported inside the check that uses it, so a
+# command that needs no store or HTTP loads neither SQLAlchemy nor requests.
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOGUE = REPO_ROOT / "catalogue.toml"
@@ -108,6 +112,8 @@ class Settings(BaseSettings):
 
     def dataset_table(self) -> DatasetTable:
         """The table datasets are read from and written to under ``store_profile``."""
+        from models.datasets import dataset_table
+
         return dataset_table(self.store_profile, self.platform_table, self.platform_schema or None)
 
     # Monitoring: health model, HTTP API, webhooks (docs/monitoring.md)
@@ -126,13 +132,19 @@ class Settings(BaseSettings):
     @field_validator("url_rewrites")
     @classmethod
     def _valid_rewrites(cls, value: str) -> str:
-        UrlRewrites(value)
+        if value.strip():
+            from scrapers.http import UrlRewrites
+
+            UrlRewrites(value)
         return value
 
     @field_validator("host_limits")
     @classmethod
     def _valid_host_limits(cls, value: str) -> str:
-        HostLimits(HostLimit(1, 1.0), value)
+        if value.strip():
+            from scrapers.throttle import HostLimit, HostLimits
+
+            HostLimits(HostLimit(1, 1.0), value)
         return value
 
     @field_validator("publish_url", "publish_token_url", "publish_dataset_api_url")
