@@ -274,7 +274,7 @@ def sync(
     finally:
         ctx.close()
     if as_json:
-        out.print_json(data=[outcome.to_json() for outcome in outcomes])
+        print_json_array(outcome.to_json() for outcome in outcomes)
     else:
         print_outcomes(outcomes, dry_run)
     if any(outcome.failed for outcome in outcomes):
