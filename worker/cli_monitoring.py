@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -68,10 +68,12 @@ def print_status_table(rows: Iterable[dict[str, Any]], now: datetime, longest: t
     widths fixed before the first (``longest`` key and category from the store and the catalogue), and
     each piece's edges dropped where it joins the next.
     """
+    from worker.status import batched
+
     out = _cli().out
     widths = status_widths(out.width, *longest)
     bottom: list[Segment] = []
-    for number, chunk in enumerate(_pieces(rows, TABLE_ROWS)):
+    for number, chunk in enumerate(batched(rows, TABLE_ROWS)):
         lines = out.render_lines(_status_table(chunk, now, widths, header=number == 0), pad=False, new_lines=True)
         bottom = lines.pop()
         for line in lines[1 if number else 0 :]:
@@ -126,17 +128,6 @@ def _print_json_text(fragment: str) -> None:
     text = JSONHighlighter()(fragment)
     text.no_wrap, text.overflow = True, None
     _cli().out.print(text, soft_wrap=True, end="")
-
-
-def _pieces(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    piece: list[dict[str, Any]] = []
-    for row in rows:
-        piece.append(row)
-        if len(piece) == size:
-            yield piece
-            piece = []
-    if piece:
-        yield piece
 
 
 def _ago(stamp: str | None, now: datetime) -> str:

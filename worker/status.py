@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +26,7 @@ from worker.run_log import run_json
 from worker.settings import Settings
 
 CHUNK = 500  # datasets per read: bounds memory, and each IN list stays far below SQLite's variable limit
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def status_rows(
     entries = catalogue.by_key()
     with sessions() as session:
         publish_errors = publications_with_errors(session)
-    for keys in _chunks(entries):
+    for keys in batched(entries, CHUNK):
         yield from _rows(sessions, keys, entries, publish_errors, now, settings)
     for keys in _stored_only(sessions, entries):
         yield from _rows(sessions, keys, entries, publish_errors, now, settings)
@@ -69,15 +70,16 @@ def longest_key_and_category(sessions: sessionmaker[Session], catalogue: Catalog
     return key, category
 
 
-def _chunks(keys: Iterable[str]) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    for key in keys:
-        chunk.append(key)
-        if len(chunk) == CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter), taken as they come."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _stored_only(sessions: sessionmaker[Session], entries: Mapping[str, CatalogueEntry]) -> Iterator[list[str]]:
