@@ -44,9 +44,11 @@ BATCH = 500
 
 @dataclass(frozen=True)
 class Sample:
-    """One process: wall seconds and peak resident memory in MB."""
+    """One process: wall seconds, CPU seconds (user + system: less swayed by a busy machine) and peak
+    resident memory in MB."""
 
     seconds: float
+    cpu_seconds: float
     rss_mb: float
 
 
@@ -63,16 +65,18 @@ PROBE = """
 import resource, subprocess, sys, time
 started = time.perf_counter()
 code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=False).returncode
-print(code, time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+seconds = time.perf_counter() - started
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(code, seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
 """
 
 
 def run_once(command: list[str], env: dict[str, str]) -> Sample:
     probe = subprocess.run([sys.executable, "-c", PROBE, *command], env=env, capture_output=True, text=True, check=True)
-    code, seconds, peak_kb = probe.stdout.split()
+    code, seconds, cpu_seconds, peak_kb = probe.stdout.split()
     if int(code) != 0:  # a failed sync, or a status that could not read the store, measures nothing
         raise RuntimeError(f"{' '.join(command)} exited {code}: {probe.stderr[-500:]}")
-    return Sample(float(seconds), int(peak_kb) / 1024)
+    return Sample(float(seconds), float(cpu_seconds), int(peak_kb) / 1024)
 
 
 def medians(command: list[str], env: dict[str, str], repeats: int, warm: Callable[[], None] | None = None) -> Sample:
@@ -81,7 +85,9 @@ def medians(command: list[str], env: dict[str, str], repeats: int, warm: Callabl
         if warm:
             warm()
         samples.append(run_once(command, env))
-    return Sample(statistics.median(s.seconds for s in samples), statistics.median(s.rss_mb for s in samples))
+    return Sample(
+        *(statistics.median(getattr(s, name) for s in samples) for name in ("seconds", "cpu_seconds", "rss_mb"))
+    )
 
 
 def base_env() -> dict[str, str]:
@@ -99,12 +105,15 @@ def help_rows(repeats: int) -> list[dict[str, object]]:
     bare = medians([*python, "pass"], env, repeats)
     sqla = medians([*python, "import sqlalchemy"], env, repeats)
     helped = medians([*datasync(), "--help"], env, repeats)
-    baseline = f"`python -c pass` {bare.seconds:.2f} s / {bare.rss_mb:.0f} MB; `import sqlalchemy` {sqla.seconds:.2f} s"
+    baseline = (
+        f"`python -c pass` {bare.seconds:.2f} s ({bare.cpu_seconds:.2f} s CPU); "
+        f"`import sqlalchemy` {sqla.seconds:.2f} s ({sqla.cpu_seconds:.2f} s CPU); predecessor 0.22 s"
+    )
     return [
         row(
             "`datasync --help` wall time",
             baseline,
-            f"{helped.seconds:.2f} s",
+            f"{helped.seconds:.2f} s ({helped.cpu_seconds:.2f} s CPU)",
             f"≤ {HELP_TARGET_S} s",
             helped.seconds <= HELP_TARGET_S,
         ),

@@ -10,7 +10,6 @@ import contextlib
 import itertools
 import logging
 import math
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -21,7 +20,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -315,6 +313,8 @@ def progress_reporter(total: int) -> Iterator[Callable[[SyncOutcome], None]]:
     Datasets skipped as fresh are only counted, so a run with nothing due stays quiet.
     """
     if err.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err, transient=True) as progress:
             task = progress.add_task("syncing", total=total)
@@ -603,6 +603,8 @@ def run(ctx: typer.Context, loglevel: LogLevel = "INFO") -> None:
 
     Extra arguments go to ``celery worker``. Ctrl-C stops everything cleanly.
     """
+    import multiprocessing
+
     from models.db import migrate
     from worker.embedded import STATE_DIR, embedded_broker
 

@@ -125,9 +125,13 @@ def print_json_array(items: Iterable[Any]) -> None:
 
 
 def _print_json_text(fragment: str) -> None:
+    out = _cli().out
+    if not out.is_terminal:  # no colours to add: the text itself, without rich's rendering (most of the time)
+        out.file.write(fragment)
+        return
     text = JSONHighlighter()(fragment)
     text.no_wrap, text.overflow = True, None
-    _cli().out.print(text, soft_wrap=True, end="")
+    out.print(text, soft_wrap=True, end="")
 
 
 def _ago(stamp: str | None, now: datetime) -> str:
