@@ -12,7 +12,7 @@ order PostgreSQL's jsonb loses), so under that profile those come from ``dataset
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +31,9 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    case,
+    cast,
+    func,
     insert,
     inspect,
     select,
@@ -38,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import sqltypes
+from sqlalchemy.sql import ColumnElement, sqltypes
 
 from models.diff import OptionsDiff
 from models.schema import Base, DatasetVersion
@@ -139,6 +142,19 @@ class StoredDataset:
 
 
 @dataclass(frozen=True)
+class DatasetSummary:
+    """What ``status`` shows of a stored dataset: its facts and how many codes it holds, never the codes."""
+
+    key: str
+    name: str
+    category: str
+    version: int
+    options_count: int
+    last_scraped: datetime | None
+    last_synced_at: datetime | None
+
+
+@dataclass(frozen=True)
 class DatasetTable:
     """One profile's dataset table and the few facts about it the shared code needs."""
 
@@ -162,10 +178,54 @@ class DatasetTable:
         found = session.execute(query).first()
         return self._stored(found) if found else None
 
-    def synced(self, session: Session) -> list[StoredDataset]:
-        """Every row that is not people's own, as status reads them: without history, so it stays one cheap query."""
-        query = select(self.table).where(self.table.c.is_custom.is_(False), self.table.c.category != "user_created")
+    def synced(self, session: Session, keys: Collection[str] | None = None) -> list[StoredDataset]:
+        """Every row that is not people's own (or those of ``keys``), as status reads them: without history,
+        so it stays one cheap query."""
+        query = select(self.table).where(self._is_synced())
+        if keys is not None:
+            query = query.where(self.table.c.key.in_(keys))
         return [self._stored(found) for found in session.execute(query)]
+
+    def summaries(self, session: Session, keys: Collection[str]) -> list[DatasetSummary]:
+        """The synced rows of ``keys`` without their lists: the database counts the codes, so a status of
+        thousands of datasets never holds their options in memory."""
+        c = self.table.c
+        count = self._code_count(session.get_bind().dialect.name).label("options_count")
+        query = select(c.key, c.name, c.category, c.version, count, c.last_scraped, c.last_synced_at)
+        found = session.execute(query.where(self._is_synced(), c.key.in_(keys)))
+        return [DatasetSummary(*row) for row in found]
+
+    def synced_keys(self, session: Session, after: str | None, limit: int) -> list[str]:
+        """One page of synced rows' keys from after ``after``, in code-point order (Python's ``sorted``): a
+        keyset page, so reading every key holds neither a long transaction nor the whole list."""
+        key: ColumnElement[str] = self.table.c.key
+        if session.get_bind().dialect.name == "postgresql":  # SQLite compares bytes already
+            key = key.collate("C")
+        query = select(self.table.c.key).where(self._is_synced()).order_by(key).limit(limit)
+        if after is not None:
+            query = query.where(key > after)
+        return list(session.scalars(query))
+
+    def longest(self, session: Session) -> tuple[int, int]:
+        """The longest key and category among synced rows (0 for none), to size a streamed table."""
+        c = self.table.c
+        query = select(func.max(func.length(c.key)), func.max(func.length(c.category))).where(self._is_synced())
+        widest = session.execute(query).one()
+        return int(widest[0] or 0), int(widest[1] or 0)
+
+    def _is_synced(self) -> ColumnElement[bool]:
+        return and_(self.table.c.is_custom.is_(False), self.table.c.category != "user_created")
+
+    def _code_count(self, dialect: str) -> ColumnElement[int]:
+        """How many codes the stored list holds, as the stored dataset reads it: anything but a
+        ``{code: label}`` object counts 0 (``_options``)."""
+        options: ColumnElement[Any] = self.table.c.options
+        if dialect == "postgresql":  # datasync's column is json, the platform's jsonb: count through json
+            options = cast(options, JSON)
+            kind, keys = func.json_typeof(options), func.json_object_keys(options)
+        else:
+            kind, keys = func.json_type(options), func.json_each(options)
+        return case((kind == "object", select(func.count()).select_from(keys).scalar_subquery()), else_=0)
 
     def insert(self, session: Session, values: Mapping[str, Any]) -> None:
         session.execute(insert(self.table).values(**values))

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bs4 import BeautifulSoup
-
 from models.upsert import DatasetSpec
 from publisher.defaults import ACCESS_RIGHTS, RECORD_TYPES, SECURITY_CLASSIFICATIONS, PublishDefaults
 from scrapers.errors import redact
@@ -78,6 +76,8 @@ def timestamp(moment: datetime) -> str:
 def plain_text(text: str) -> str:
     """Descriptions go out as plain text: markup dropped, whitespace runs collapsed."""
     if "<" in text:
+        from bs4 import BeautifulSoup  # only for markup; `status` and `sync` read this module without it
+
         text = BeautifulSoup(text, "html.parser").get_text(" ")
     return " ".join(text.split())
 

@@ -13,11 +13,13 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-from bs4 import BeautifulSoup, Comment, Tag
-from bs4.element import NavigableString, PageElement
+from typing import TYPE_CHECKING
 
 from scrapers.errors import PermanentError
+
+if TYPE_CHECKING:  # BeautifulSoup loads only for a label that holds markup (the NHS DD parser uses lxml)
+    from bs4 import Tag
+    from bs4.element import NavigableString, PageElement
 
 BLOCK_TAGS = frozenset(
     (
@@ -71,6 +73,8 @@ def html_to_text(node: Tag | str) -> str:
 
 def _render(node: Tag | NavigableString | str, pieces: list[str]) -> None:
     """Depth first with an explicit stack: markup nested thousands deep must not exhaust recursion."""
+    from bs4 import Comment, Tag
+
     stack: list[PageElement | str] = [node]
     while stack:
         item = stack.pop()
@@ -104,6 +108,8 @@ def clean_text(text: str) -> str:
 
 def _clean_once(text: str) -> str:
     if MARKUP.search(text):
+        from bs4 import BeautifulSoup
+
         text = html_to_text(BeautifulSoup(text, "lxml"))
         text = MARKUP.sub("", text)
     if text.isprintable():  # no control characters and no whitespace but spaces: nothing below would change

@@ -16,8 +16,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import redis
-
 from scrapers.errors import TransientError
 
 
@@ -169,7 +167,10 @@ class RedisThrottle:
     ) -> None:
         self.limits = limits
         self.margin = margin
+        import redis  # here, not at the top: `datasync sync` throttles in-process and never loads the client
+
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        self.unreachable: type[Exception] = redis.RedisError
         self.take_slot = self.client.register_script(_TAKE_SLOT)
         self.try_start = self.client.register_script(_TRY_START)
         self.renew = self.client.register_script(_RENEW)
@@ -194,7 +195,7 @@ class RedisThrottle:
             while (wait := float(self.try_start([last_start], [spacing(limit, self.margin)]))) > 0:
                 self._check_deadline(host, deadline)
                 time.sleep(wait)
-        except redis.RedisError as exc:
+        except self.unreachable as exc:
             self._let_go(token)
             message = f"{host}: the Redis politeness budget is unreachable: {exc}"
             raise TransientError("throttle_unavailable", message) from exc
@@ -212,14 +213,14 @@ class RedisThrottle:
         keys = [f"datasync:throttle:{host}:slots", f"datasync:throttle:{host}:last_start"]
         try:
             wait = float(self.estimate(keys, [limit.concurrency, spacing(limit, self.margin)]))
-        except redis.RedisError:
+        except self.unreachable:
             return 0.0  # let the request itself report the outage
         return math.inf if wait < 0 else wait
 
     def reachable(self) -> bool:
         try:
             return bool(self.client.ping())
-        except redis.RedisError:
+        except self.unreachable:
             return False
 
     def _check_deadline(self, host: str, deadline: float) -> None:
@@ -238,7 +239,7 @@ class RedisThrottle:
         with self._held_lock:
             slots = self._held.pop(token, None)
         if slots is not None:
-            with contextlib.suppress(redis.RedisError):  # the slot expires by itself after slot_ttl
+            with contextlib.suppress(self.unreachable):  # the slot expires by itself after slot_ttl
                 self.client.zrem(slots, token)
 
     def _keep_renewing(self) -> None:
@@ -247,5 +248,5 @@ class RedisThrottle:
             with self._held_lock:
                 held = list(self._held.items())
             if held:
-                with contextlib.suppress(redis.RedisError):
+                with contextlib.suppress(self.unreachable):
                     self.renew([slots for _, slots in held], [self.slot_ttl, *(token for token, _ in held)])

@@ -10,7 +10,6 @@ import contextlib
 import itertools
 import logging
 import math
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -21,21 +20,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from models.diff import OptionsDiff
-from scrapers.errors import redact
-from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
 from worker.cli_catalogue import catalogue_app
 from worker.cli_healthcheck import register as register_healthcheck
-from worker.cli_monitoring import check_state_filter, print_status_table, register, report_system
+from worker.cli_monitoring import check_state_filter, print_json_array, print_status_table, register, report_system
 from worker.cli_publish import catalogue_exit, register_publish, settings_exit
 from worker.outcome import SyncOutcome
 from worker.settings import ConfigurationError, Settings, get_settings
 
 if TYPE_CHECKING:
+    from worker.catalogue import Catalogue, CatalogueEntry
     from worker.context import SyncContext
     from worker.scheduling import InProcessRetries, Work
 
@@ -147,6 +144,8 @@ def one_line(reason: object, url: str) -> str:
     """A driver's (often multi-line) error as one line, without the URL's password."""
     from sqlalchemy.engine import make_url
 
+    from scrapers.errors import redact
+
     password = make_url(url).password if url else None
     text = redact(" ".join(str(reason).split()), [str(password)] if password else [])
     return text if len(text) <= 300 else text[:297] + "..."
@@ -178,6 +177,8 @@ def load_settings(catalogue: Path | None = None) -> Settings:
 
 
 def open_catalogue(settings: Settings) -> Catalogue:
+    from worker.catalogue import CatalogueError, load_catalogue
+
     try:
         return load_catalogue(settings.catalogue, settings.dataset_table().limits)
     except CatalogueError as exc:
@@ -271,7 +272,7 @@ def sync(
     finally:
         ctx.close()
     if as_json:
-        out.print_json(data=[outcome.to_json() for outcome in outcomes])
+        print_json_array(outcome.to_json() for outcome in outcomes)
     else:
         print_outcomes(outcomes, dry_run)
     if any(outcome.failed for outcome in outcomes):
@@ -281,6 +282,8 @@ def sync(
 def select_entries(
     catalogue: Catalogue, keys: list[str] | None, all_: bool, category: str | None
 ) -> list[CatalogueEntry]:
+    from worker.catalogue import CatalogueError
+
     if keys and all_:
         raise fail("give dataset keys or --all, not both")
     try:
@@ -310,6 +313,8 @@ def progress_reporter(total: int) -> Iterator[Callable[[SyncOutcome], None]]:
     Datasets skipped as fresh are only counted, so a run with nothing due stays quiet.
     """
     if err.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err, transient=True) as progress:
             task = progress.add_task("syncing", total=total)
@@ -412,7 +417,7 @@ def status(
     """Every dataset's state (ok, stale, failing, held, ...), why, last success and next due."""
     from models.db import session_factory
     from models.types import utcnow
-    from worker.status import dataset_status
+    from worker.status import longest_key_and_category, status_rows
 
     settings = load_settings(catalogue)
     if system:
@@ -422,15 +427,16 @@ def status(
     cat = open_catalogue(settings)
     ensure_schema(settings)
     now = utcnow()
-    rows = [
+    sessions = session_factory(settings.database_url, settings.dataset_table())
+    rows = (
         row
-        for row in dataset_status(session_factory(settings.database_url, settings.dataset_table()), cat, settings, now)
+        for row in status_rows(sessions, cat, settings, now)
         if (state is None or row["state"] == state) and (category is None or row["category"] == category)
-    ]
+    )
     if as_json:
-        out.print_json(data=rows)
+        print_json_array(rows)
     else:
-        print_status_table(rows, now)
+        print_status_table(rows, now, longest_key_and_category(sessions, cat))
 
 
 KeyArgument = Annotated[str, typer.Argument(help="Dataset key.")]
@@ -597,6 +603,8 @@ def run(ctx: typer.Context, loglevel: LogLevel = "INFO") -> None:
 
     Extra arguments go to ``celery worker``. Ctrl-C stops everything cleanly.
     """
+    import multiprocessing
+
     from models.db import migrate
     from worker.embedded import STATE_DIR, embedded_broker
 

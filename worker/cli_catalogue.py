@@ -6,17 +6,17 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
-from scrapers import SOURCES
-from scrapers.errors import SyncError, redact
-from worker.catalogue import CatalogueEntry, CatalogueError, catalogue_problems, load_catalogue
 from worker.problems import problem_document
 from worker.settings import get_settings
+
+if TYPE_CHECKING:
+    from worker.catalogue import CatalogueEntry, CatalogueError
 
 NHS_DD_INDEX = "https://www.datadictionary.nhs.uk/data_elements_overview.html"
 
@@ -33,6 +33,8 @@ def check_command(
     as_json: Annotated[bool, typer.Option("--json", help="A {message, code, errors} document on stdout.")] = False,
 ) -> None:
     """Validate a catalogue without fetching anything; exit 2 listing every located problem."""
+    from worker.catalogue import catalogue_problems, load_catalogue
+
     settings = get_settings()
     target, limits = path or settings.catalogue, settings.dataset_table().limits
     problems = catalogue_problems(target, limits)
@@ -67,6 +69,8 @@ def print_json(document: Any) -> None:
 
 def unset_credentials(entries: tuple[CatalogueEntry, ...]) -> dict[str, list[str]]:
     """Credential variables the entries name that this environment lacks, with the keys needing them."""
+    from scrapers import SOURCES
+
     unset: dict[str, list[str]] = {}
     for entry in entries:
         for variable in SOURCES[entry.source].credential_variables(entry):
@@ -87,6 +91,8 @@ def discover_command(
     if source != "nhs_dd":
         err.print(Text("error: ", style="bold red") + Text(f"cannot discover {source!r} lists (known: nhs_dd)"))
         raise typer.Exit(2)
+    from scrapers.errors import SyncError, redact
+    from worker.catalogue import CatalogueError, load_catalogue
     from worker.context import SyncContext, throttle_for  # the HTTP stack only when discovering
     from worker.discover import discover_nhs_dd
 

@@ -6,10 +6,16 @@ settings) are taken from ``worker.cli`` when a command runs, so importing this m
 
 from __future__ import annotations
 
+import json
+import textwrap
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import JustifyMethod
+from rich.highlighter import JSONHighlighter
+from rich.segment import Segment, Segments
 from rich.table import Table
 from rich.text import Text
 
@@ -30,6 +36,12 @@ STATE_STYLE = {
     "degraded": "yellow",
 }
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+STATUS_COLUMNS = ("dataset", "category", "state", "options", "version", "last success", "next due", "why")
+# The widest state ("never_synced"), count, version and age ("999 d 23 h ago", "in 13 d 23 h") each column
+# after the first two shows; wider values fold onto a second line.
+WIDEST = (12, 7, 7, 14, 12)
+WHY_WIDTH, MIN_WHY_WIDTH = 80, 20
+TABLE_ROWS = 100  # rows rendered at a time: rich holds a rendered table's every line until it is printed
 
 
 def _cli() -> Any:
@@ -49,11 +61,42 @@ def check_state_filter(state: str | None) -> None:
         raise _cli().fail(f"--state {state!r}: expected one of {', '.join(STATES)}")
 
 
-def print_status_table(rows: list[dict[str, Any]], now: datetime) -> None:
-    """One line per dataset, coloured by state; reasons and errors wrap instead of being cut."""
-    table = Table()
-    for column in ("dataset", "category", "state", "options", "version", "last success", "next due", "why"):
-        table.add_column(column, justify="right" if column in ("options", "version") else "left", overflow="fold")
+def print_status_table(rows: Iterable[dict[str, Any]], now: datetime, longest: tuple[int, int]) -> None:
+    """One line per dataset, coloured by state; reasons and errors wrap instead of being cut.
+
+    Printed as the rows come, as one table: ``TABLE_ROWS`` rows are rendered at a time with the column
+    widths fixed before the first (``longest`` key and category from the store and the catalogue), and
+    each piece's edges dropped where it joins the next.
+    """
+    from worker.status import batched
+
+    out = _cli().out
+    widths = status_widths(out.width, *longest)
+    bottom: list[Segment] = []
+    for number, chunk in enumerate(batched(rows, TABLE_ROWS)):
+        lines = out.render_lines(_status_table(chunk, now, widths, header=number == 0), pad=False, new_lines=True)
+        bottom = lines.pop()
+        for line in lines[1 if number else 0 :]:
+            out.print(Segments(line), end="")
+    if not bottom:  # no rows: the header alone, as an empty table shows
+        out.print(_status_table([], now, widths, header=True))
+        return
+    out.print(Segments(bottom), end="")
+
+
+def status_widths(console_width: int, longest_key: int, longest_category: int) -> tuple[int, ...]:
+    """Every column's width: its header's or its widest value's, and the reason's what is left (up to ``WHY_WIDTH``)."""
+    values = (longest_key, longest_category, *WIDEST)
+    fixed = [max(len(name), widest) for name, widest in zip(STATUS_COLUMNS, values, strict=False)]
+    borders = 3 * len(STATUS_COLUMNS) + 1  # a bar and a space either side of each cell, and the closing bar
+    return (*fixed, max(MIN_WHY_WIDTH, min(WHY_WIDTH, console_width - sum(fixed) - borders)))
+
+
+def _status_table(rows: Iterable[dict[str, Any]], now: datetime, widths: tuple[int, ...], header: bool) -> Table:
+    table = Table(show_header=header)
+    for column, width in zip(STATUS_COLUMNS, widths, strict=True):
+        justify: JustifyMethod = "right" if column in ("options", "version") else "left"
+        table.add_column(column, justify=justify, overflow="fold", width=width)
     for row in rows:
         error = row["last_error"]
         why = row["reason"] + (f"\n{error['kind']}: {error['message']}" if error and row["state"] != "held" else "")
@@ -68,7 +111,27 @@ def print_status_table(rows: list[dict[str, Any]], now: datetime) -> None:
             _until(row["next_due_at"], now),
             Text(why),
         )
-    _cli().out.print(table)
+    return table
+
+
+def print_json_array(items: Iterable[Any]) -> None:
+    """What ``out.print_json(data=list(items))`` prints, text and colours, one element at a time: a long
+    array is never one document in memory."""
+    opening = "[\n"
+    for item in items:
+        _print_json_text(opening + textwrap.indent(json.dumps(item, indent=2, ensure_ascii=False), "  "))
+        opening = ",\n"
+    _print_json_text("[]\n" if opening == "[\n" else "\n]\n")
+
+
+def _print_json_text(fragment: str) -> None:
+    out = _cli().out
+    if not out.is_terminal:  # no colours to add: the text itself, without rich's rendering (most of the time)
+        out.file.write(fragment)
+        return
+    text = JSONHighlighter()(fragment)
+    text.no_wrap, text.overflow = True, None
+    out.print(text, soft_wrap=True, end="")
 
 
 def _ago(stamp: str | None, now: datetime) -> str:

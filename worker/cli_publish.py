@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from worker.catalogue import Catalogue, CatalogueError
 from worker.problems import problem_document
 from worker.settings import ConfigurationError, Settings, get_settings
 
 if TYPE_CHECKING:
     from publisher.publish import PublishOutcome
+    from worker.catalogue import Catalogue, CatalogueError
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -124,11 +124,13 @@ def next_due(entry: CatalogueEntry | None, state: SyncState | None, now: datetim
     return due
 
 
-def last_runs(session: Session) -> dict[str, SyncRun]:
-    """Each dataset's newest finished, non-skipped run."""
+def last_runs(session: Session, keys: Collection[str] | None = None) -> dict[str, SyncRun]:
+    """Each dataset's (or each of ``keys``') newest finished, non-skipped run."""
     latest = latest_finished_runs()
-    runs = session.scalars(select(SyncRun).join(latest, SyncRun.id == latest.c.id))
-    return {run.dataset_key: run for run in runs}
+    query = select(SyncRun).join(latest, SyncRun.id == latest.c.id)
+    if keys is not None:
+        query = query.where(latest.c.dataset_key.in_(keys))
+    return {run.dataset_key: run for run in session.scalars(query)}
 
 
 def health_by_key(

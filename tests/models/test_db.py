@@ -39,3 +39,24 @@ def test_migrations_build_exactly_the_models_schema(store_url: str) -> None:
     with get_engine(store_url).connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_the_head_read_from_the_version_files_is_alembics() -> None:
+    """``is_current`` reads the head without Alembic; it must name the revision Alembic upgrades to."""
+    from alembic.script import ScriptDirectory
+
+    from models.db import alembic_config, head_revision
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def test_a_store_is_current_only_once_migrated(tmp_path: Path) -> None:
+    from models.db import migrate
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert not is_current(url)
+    migrate(url)
+    assert is_current(url)
+    with get_engine(url).begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+    assert not is_current(url)
