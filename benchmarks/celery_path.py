@@ -8,7 +8,6 @@ other processes (the figures of the in-process path stand for the same pipeline)
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from benchmarks.cli_path import peak_rss_mb
+from tests.worker.celery_harness import stop_process_groups
 
 READY_SECONDS = 180.0
 WORKERS = 2
@@ -49,15 +49,7 @@ class CeleryWorkers:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        stop_process_groups(self.processes, grace_seconds=30)
         for log in self.logs:
             log.close()
 
@@ -68,6 +60,7 @@ class CeleryWorkers:
             if any(process.poll() is not None for process in self.processes) or time.monotonic() > deadline:
                 tails = "\n".join(path.read_text()[-2000:] for path in paths)
                 raise RuntimeError(f"the Celery workers did not become ready:\n{tails}")
+            time.sleep(0.1)  # poll the logs, do not spin: the workers need the CPU to start
             time.sleep(0.2)
 
     def peak_rss_mb(self) -> dict[str, float]:

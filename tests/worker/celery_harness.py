@@ -70,20 +70,25 @@ class CeleryProcesses:
         )
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+        stop_process_groups(self.processes, grace_seconds=15)
         for log in self.log_files:
             log.close()
 
     def logs(self) -> str:
         return "\n".join(f"--- {path.name}\n{path.read_text()[-4000:]}" for path in sorted(self.log_dir.glob("*.log")))
+
+
+def stop_process_groups(processes: list[subprocess.Popen], grace_seconds: float) -> None:
+    """SIGTERM each process group (a worker and its pool), then SIGKILL whatever outlives the grace."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
 
 
 def pool_children(process: subprocess.Popen) -> list[psutil.Process]:
