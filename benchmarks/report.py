@@ -23,8 +23,8 @@ NOT_MEASURED = [
     "20 minutes on 2 cores; the growth table compares the per-dataset cost across the N each path ran at.",
     "At N = 10,000 only the full sync, the unchanged re-sync and status run (once): a phase there costs "
     "N × the per-dataset store bookkeeping; 5 % changed, forced and the one-thread 304 run at 100 and 1,000.",
-    "The shipped-catalogue `sync --all` peak RSS, `--help` time and `status` at 5,000 are the `lean` lane's "
-    "`benchmarks/process_bench.py` rows, included when that file is present.",
+    "The shipped-catalogue `sync --all` peak RSS, `--help` time and `status` at 5,000 come from "
+    "`benchmarks/process_bench.py` (its own processes, medians of its own repeats).",
     "Whether a read takes SQLite's write lock is judged from the BEGIN statements (IMMEDIATE/EXCLUSIVE) "
     "the CLI process sends, not from SQLite's lock state.",
 ]

@@ -7,7 +7,7 @@ Sections: the scale phases (full sync, unchanged re-sync, 5 % changed, forced, s
 1,000 and 10,000 on SQLite and PostgreSQL, for the in-process CLI path and for two Celery worker
 processes on Redis; the mixed-host scenario against its busiest host's rate bound; ``--jobs 4``
 against ``--jobs 1`` on a CPU-bound first sync; the NHS DD parser against a naive extraction
-(``parse_bench``); and, when ``benchmarks/process_bench.py`` exists, its start-up and memory rows.
+(``parse_bench``); and ``benchmarks/process_bench.py``'s start-up and memory rows.
 Every server is real and local (tests/upstream.py, tests/servers.py); each figure is a median over
 the repeats named beside it, with the machine's load average noted per section.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import multiprocessing
 import os
 import platform
@@ -33,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cli_path, parse_bench
+from benchmarks import cli_path, parse_bench, process_bench
 from benchmarks.cli_path import SyncCommand
 from benchmarks.source import (
     HEAVY_PAGE,
@@ -54,7 +53,6 @@ from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-PROCESS_BENCH = ROOT / "benchmarks" / "process_bench.py"
 LATENCY = 0.1  # the mixed-host scenario's injected upstream latency, seconds
 CHANGED_SHARE = 20  # every 20th dataset changes in the "5 % changed" phase
 
@@ -365,18 +363,8 @@ class Bench:
                 self.results.parse = pool.apply(parse_bench.figure, (self.plan.parse_runs, self.plan.parse_seconds))
 
     def process(self) -> None:
-        if not PROCESS_BENCH.exists():
-            self.results.notes.append(
-                "`benchmarks/process_bench.py` (the `lean` lane's `--help`, `sync --all` RSS and `status` at 5,000 "
-                "figures) is not in this tree: those rows are not measured here."
-            )
-            return
-        spec = importlib.util.spec_from_file_location("benchmarks.process_bench", PROCESS_BENCH)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
         with noted(self.results, "processes (process_bench)"):
-            self.results.process = list(module.measure(repeats=self.plan.process_repeats))
+            self.results.process = list(process_bench.measure(repeats=self.plan.process_repeats))
 
 
 def changed(n: int, repeat: int) -> range:
