@@ -26,11 +26,12 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.api_examples import EXAMPLE_SECRETS, seed_examples
+from tests.local_server import LocalServer
 from tests.upstream import Scripted, Upstream
 
 FHIR_HOST = "ontology.nhs.uk"
@@ -238,7 +239,9 @@ class ArcGis:
         return page
 
 
-class ApiUpstream:
+class ApiUpstream(LocalServer):
+    hosts = HOSTS
+
     def __init__(self) -> None:
         self.fhir = Fhir()
         self.charitylog = Charitylog()
@@ -247,24 +250,11 @@ class ApiUpstream:
         self.scripts: dict[str, list[Scripted]] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> ApiUpstream:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.listen(_handler_for(self))
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def rewrites(self) -> str:
-        return ",".join(f"https://{host}={self.base_url}/{host}" for host in HOSTS)
+        return self.origin
 
     def script(self, url: str, *responses: Scripted) -> None:
         """Canned responses for a production URL (exact path and query), served before the emulation."""

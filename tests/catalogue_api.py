@@ -24,9 +24,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.local_server import LocalServer
 
 LIMITS = {"title": 200, "creator": 75, "description": 4096, "identifier": 50, "publisher": 75, "supplierIdentifier": 50}
 CHOICES = {
@@ -60,7 +62,7 @@ class Logged:
     body: Any
 
 
-class CatalogueApi:
+class CatalogueApi(LocalServer):
     def __init__(self, client_id: str = "datasync-test", client_secret: str = "s3cret-value", port: int = 0) -> None:
         self.client_id, self.client_secret = client_id, client_secret
         self.token_lifetime = 3600
@@ -71,20 +73,11 @@ class CatalogueApi:
         self.faults: dict[tuple[str, str], list[Fault]] = {}
         self.known_publishers: set[str] | None = None
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
-        self.server.daemon_threads = True
-
-    def __enter__(self) -> CatalogueApi:
-        threading.Thread(target=self.server.serve_forever, name="catalogue-api", daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self.server:  # closes the socket once serving has stopped
-            self.server.shutdown()
+        self.listen(_handler_for(self), port)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        return f"{self.origin}/v1"
 
     def env(self) -> dict[str, str]:
         """The settings that point datasync at this emulator."""

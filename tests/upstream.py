@@ -16,17 +16,18 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.local_server import LocalServer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "upstream"
 HOSTS = ("www.datadictionary.nhs.uk", "api.rcpch.ac.uk")
@@ -43,17 +44,9 @@ class Scripted:
     delay: float = 0.0
 
 
-class _NoDelayServer(ThreadingHTTPServer):
-    """Replies leave at once: without TCP_NODELAY, Nagle plus the client's delayed ACK hold each
-    response on a kept-alive connection ~40 ms, which would inflate every localhost timing."""
+class Upstream(LocalServer):
+    hosts = HOSTS
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        connection, address = super().get_request()
-        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return connection, address
-
-
-class Upstream:
     def __init__(self, root: Path = FIXTURES, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.root = root
         self.bodies: dict[str, bytes] = {}
@@ -63,29 +56,12 @@ class Upstream:
         self.latency = 0.0  # seconds added before every answer: a distant host
         self.fault: Callable[[str], Scripted | None] | None = None  # consulted when no response is queued
         self.lock = threading.Lock()
-        self.server = _NoDelayServer(("127.0.0.1", port), _handler_for(self))
-        self.server.daemon_threads = True
+        self.listen(_handler_for(self), port, tls)
         self.server.handle_error = lambda request, address: None  # clients hanging up early is a test scenario
-        if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.scheme = "https" if tls else "http"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Upstream:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     @property
     def base_url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
-
-    def rewrites(self) -> str:
-        """The ``DATASYNC_URL_REWRITES`` value that sends every production host here."""
-        return ",".join(f"https://{host}={self.base_url}/{host}" for host in HOSTS)
+        return self.origin
 
     def url_path(self, url: str) -> str:
         """The local path serving a production URL."""
