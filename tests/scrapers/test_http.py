@@ -335,14 +335,22 @@ def test_throttle_is_asked_for_the_canonical_host(server: Upstream, site: str) -
     class Recorder:
         @contextlib.contextmanager
         def slot(self, host: str) -> Iterator[None]:
-            hosts.append(host)
+            hosts.append(f"slot {host}")
             yield
+
+        @contextlib.contextmanager
+        def sending(self, host: str) -> Iterator[None]:
+            hosts.append(f"sending {host}")
+            yield
+
+        def wait_estimate(self, host: str) -> float:
+            return 0.0
 
     url = f"{site}/page.html"
     server.set_body(url, b"x")
     with contextlib.closing(client(server, throttle=Recorder())) as http:
         http.get(url, allowed_hosts=ALLOWED)
-    assert hosts == ["www.datadictionary.nhs.uk"]
+    assert hosts == ["slot www.datadictionary.nhs.uk", "sending www.datadictionary.nhs.uk"]
 
 
 # --- parse_retry_after ----------------------------------------------------------------------------

@@ -183,3 +183,55 @@ def test_no_one_second_window_at_the_upstream_sees_more_than_the_rate(rate: floa
             client.close()
         assert len(upstream.arrivals) == 12
         assert upstream.peak_per_second("www.datadictionary.nhs.uk") <= rate
+
+
+LATE_URL = "https://www.datadictionary.nhs.uk/data_elements/consultation_type.html"
+
+
+def test_requests_run_late_after_their_grant_never_crowd_the_upstream_within_a_process() -> None:
+    """Every third request sleeps 0.9 s between grant and send; spacing grants alone let 3 in 0.55 s through."""
+    from tests.scrapers import late_sends
+    from tests.upstream import Upstream
+
+    with Upstream() as upstream:
+        throttle = late_sends.LateAfterGrant(LocalThrottle(late_sends.LIMITS), late_sends.counter())
+        late_sends.fetch_all(throttle, upstream.rewrites(), LATE_URL, requests=9, threads=4)
+        assert throttle.late == 3
+        assert len(upstream.arrivals) == 9
+        assert upstream.peak_per_second(late_sends.HOST) <= late_sends.RATE
+
+
+@pytest.mark.redis
+def test_requests_run_late_after_their_grant_never_crowd_the_upstream_across_processes(
+    redis_server: RedisServer,
+) -> None:
+    """Two processes share the Redis budget; grants are counted across both, every third one runs late."""
+    import subprocess
+    import sys
+
+    import redis
+
+    from tests.scrapers import late_sends
+    from tests.upstream import Upstream
+
+    redis.Redis.from_url(redis_server.url()).delete("test:late_sends:grants")
+    with Upstream() as upstream:
+        command = [sys.executable, "-m", "tests.scrapers.late_sends", redis_server.url(), upstream.rewrites()]
+        command += [LATE_URL, "5", "3"]
+        processes = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in "ab"]
+        try:
+            for process in processes:
+                assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+            for process in processes:
+                assert process.stdin is not None
+                process.stdin.write("go\n")
+                process.stdin.flush()
+            late = [int(process.communicate(timeout=120)[0]) for process in processes]
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait(10)
+        assert [process.returncode for process in processes] == [0, 0]
+        assert sum(late) == 4  # grants 0, 3, 6 and 9 of 10
+        assert len(upstream.arrivals) == 10
+        assert upstream.peak_per_second(late_sends.HOST) <= late_sends.RATE
