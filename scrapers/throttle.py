@@ -126,7 +126,7 @@ class LocalThrottle:
             self._in_flight[host] = self._in_flight.get(host, 0) + delta
 
     def _try_start(self, host: str, limit: HostLimit) -> float:
-        """Start now if the spacing since the last real start allows it (0), else how long to wait."""
+        """Grant now if the spacing since the last grant allows it (0), else how long to wait."""
         with self._lock:
             now = time.monotonic()
             ready = self._last_start.get(host, -math.inf) + spacing(limit, self.margin)
@@ -154,7 +154,7 @@ redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 60)
 return 1
 """
 )
-# Start now if the spacing since the host's last real start allows it ('0'), else the wait.
+# Grant now if the spacing since the host's last grant allows it ('0'), else the wait.
 _TRY_START = (
     _REDIS_NOW
     + """
