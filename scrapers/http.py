@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from scrapers.errors import PermanentError, SyncError, TransientError
@@ -55,7 +56,11 @@ class NotModified(Exception):
 
 
 class Throttle(Protocol):
+    """Politeness per host (``scrapers/throttle.py``): a slot per request, and a cue for its very write."""
+
     def slot(self, host: str) -> contextlib.AbstractContextManager[None]: ...
+
+    def sending(self, host: str) -> contextlib.AbstractContextManager[None]: ...
 
     def wait_estimate(self, host: str) -> float: ...
 
@@ -63,6 +68,10 @@ class Throttle(Protocol):
 class NoThrottle:
     @contextlib.contextmanager
     def slot(self, host: str) -> Iterator[None]:
+        yield
+
+    @contextlib.contextmanager
+    def sending(self, host: str) -> Iterator[None]:
         yield
 
     def wait_estimate(self, host: str) -> float:
@@ -106,8 +115,50 @@ class _Deadline:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+class _Pacing:
+    """The throttle cue for the request this thread is about to write; read by the connection itself."""
+
+    current = threading.local()
+
+    def __init__(self, throttle: Throttle, host: str) -> None:
+        self.throttle, self.host = throttle, host
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        _Pacing.current.value = self
+        try:
+            yield
+        finally:
+            _Pacing.current.value = None
+
+    @staticmethod
+    def of_this_thread() -> contextlib.AbstractContextManager[None]:
+        pacing: _Pacing | None = getattr(_Pacing.current, "value", None)
+        return pacing.throttle.sending(pacing.host) if pacing else contextlib.nullcontext()
+
+
+class _PacedConnection(HTTPConnection):
+    """Writes a request's headers inside the throttle's ``sending`` cue, after the connection is set up.
+
+    That write is when the upstream sees the request start, so the spacing is kept there and not
+    only at the grant: a thread run late after its grant cannot end up right behind the next one.
+    """
+
+    def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
+        if self.sock is None:
+            self.connect()  # a new connection's set-up is not part of the request's start
+        with _Pacing.of_this_thread():
+            super().endheaders(message_body, encode_chunked=encode_chunked)
+
+
+class _PacedHttpsConnection(_PacedConnection, HTTPSConnection):
+    pass
+
+
 class _WatchedPool(HTTPConnectionPool):
     """Tells the running request's deadline which connection it uses, so it can cut it off."""
+
+    ConnectionCls = _PacedConnection
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         connection = super()._get_conn(timeout)
@@ -118,7 +169,7 @@ class _WatchedPool(HTTPConnectionPool):
 
 
 class _WatchedHttpsPool(_WatchedPool, HTTPSConnectionPool):
-    pass
+    ConnectionCls = _PacedHttpsConnection
 
 
 class HostHealth:
@@ -258,7 +309,7 @@ class HttpClient:
     def _exchange(self, canonical: str, headers: dict[str, str], form: dict[str, str] | None = None) -> Document | str:
         """One request within the total deadline: the document, or a redirect's Location."""
         host = host_of(canonical)
-        with _Deadline(self.deadline).running() as deadline:
+        with _Deadline(self.deadline).running() as deadline, _Pacing(self.throttle, host).running():
             try:
                 response = self._request(canonical, headers, deadline, form)
                 self.host_health.answered(host)

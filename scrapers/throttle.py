@@ -3,6 +3,15 @@
 ``LocalThrottle`` shares the budget between the threads of one process (``datasync sync``);
 ``RedisThrottle`` shares it between every worker on every machine, which is what a public NHS
 website needs once several workers run.
+
+Two steps, because the rate counts where the upstream counts it, on the wire:
+
+- ``slot(host)`` grants a concurrency slot, spaced from the previous grant. It is held until the
+  response is read, and already keeps the starts apart on an idle machine.
+- ``sending(host)`` wraps the very write of a request's headers (``scrapers/http.py``). It lets one
+  request at a time on the wire per host, no sooner than the spacing after the previous write
+  *ended*. A request that a busy machine ran late after its grant (a descheduled thread, a slow new
+  connection) makes the next one wait again, rather than arriving right behind it.
 """
 
 from __future__ import annotations
@@ -46,9 +55,9 @@ class HostLimits:
         return self.overrides.get(host, self.default)
 
 
-# Starts are spaced by this share more than 1/rate, and each start is counted from the moment the
-# previous one really began: a request delayed on its way (a busy machine, a new connection) then
-# never lets the upstream see more than ``rate`` requests in any one-second window.
+# Starts are spaced by this share more than 1/rate. Writes are ordered and spaced at the send itself,
+# so what the margin still absorbs is the delay after the write: the network path and how late the
+# upstream's own log stamps an arrival (at 2/s: 55 ms of slack).
 DEFAULT_RATE_MARGIN = 0.1
 
 
@@ -61,9 +70,12 @@ class LocalThrottle:
         self.limits = limits
         self.margin = margin
         self._lock = threading.Lock()
+        self._sent = threading.Condition(self._lock)
         self._semaphores: dict[str, threading.BoundedSemaphore] = {}
         self._in_flight: dict[str, int] = {}
         self._last_start: dict[str, float] = {}
+        self._writing: set[str] = set()
+        self._last_sent: dict[str, float] = {}
 
     @contextlib.contextmanager
     def slot(self, host: str) -> Iterator[None]:
@@ -79,6 +91,22 @@ class LocalThrottle:
             finally:
                 self._count(host, -1)
 
+    @contextlib.contextmanager
+    def sending(self, host: str) -> Iterator[None]:
+        """Around the write of a request: alone on the wire for ``host``, spaced from the last write's end."""
+        interval = spacing(self.limits.for_host(host), self.margin)
+        with self._sent:
+            while (wait := self._send_wait(host, interval)) != 0:
+                self._sent.wait(wait)
+            self._writing.add(host)
+        try:
+            yield
+        finally:
+            with self._sent:
+                self._writing.discard(host)
+                self._last_sent[host] = time.monotonic()
+                self._sent.notify_all()
+
     def wait_estimate(self, host: str) -> float:
         """Seconds until a request to ``host`` could start (0: now, inf: every slot is taken); nothing is booked."""
         limit = self.limits.for_host(host)
@@ -87,12 +115,18 @@ class LocalThrottle:
                 return math.inf
             return max(0.0, self._last_start.get(host, -math.inf) + spacing(limit, self.margin) - time.monotonic())
 
+    def _send_wait(self, host: str, interval: float) -> float | None:
+        """0: write now; None: another request to ``host`` is being written; else seconds to wait. Lock held."""
+        if host in self._writing:
+            return None
+        return max(0.0, self._last_sent.get(host, -math.inf) + interval - time.monotonic())
+
     def _count(self, host: str, delta: int) -> None:
         with self._lock:
             self._in_flight[host] = self._in_flight.get(host, 0) + delta
 
     def _try_start(self, host: str, limit: HostLimit) -> float:
-        """Start now if the spacing since the last real start allows it (0), else how long to wait."""
+        """Grant now if the spacing since the last grant allows it (0), else how long to wait."""
         with self._lock:
             now = time.monotonic()
             ready = self._last_start.get(host, -math.inf) + spacing(limit, self.margin)
@@ -102,11 +136,15 @@ class LocalThrottle:
             return 0.0
 
 
-# Atomically: drop holders whose TTL ran out, then take a concurrency slot if one is free.
-# Redis's own clock is used so workers on different machines agree.
-_TAKE_SLOT = """
+# Every script reads Redis's own clock, so workers on different machines agree.
+_REDIS_NOW = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+"""
+# Atomically: drop holders whose TTL ran out, then take a concurrency slot if one is free.
+_TAKE_SLOT = (
+    _REDIS_NOW
+    + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   return 0
@@ -115,10 +153,11 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 60)
 return 1
 """
-# Start now if the spacing since the host's last real start allows it ('0'), else the wait.
-_TRY_START = """
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+)
+# Grant now if the spacing since the host's last grant allows it ('0'), else the wait.
+_TRY_START = (
+    _REDIS_NOW
+    + """
 local ready = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(ARGV[1])
 if now < ready then
   return tostring(ready - now)
@@ -126,10 +165,11 @@ end
 redis.call('SET', KEYS[1], tostring(now), 'EX', 3600)
 return '0'
 """
+)
 # Push out the expiry of slots this process still holds (XX: never revive a slot already dropped).
-_RENEW = """
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+_RENEW = (
+    _REDIS_NOW
+    + """
 for i, token in ipairs(ARGV) do
   if i > 1 and redis.call('ZADD', KEYS[i - 1], 'XX', 'CH', now + tonumber(ARGV[1]), token) == 1 then
     redis.call('EXPIRE', KEYS[i - 1], math.ceil(tonumber(ARGV[1])) + 60)
@@ -137,16 +177,48 @@ for i, token in ipairs(ARGV) do
 end
 return 1
 """
+)
+# Write now ('0'): nobody else is writing to the host and the spacing since the last write's end has
+# passed; the writing mark expires by itself if its holder dies mid-write. Else the wait.
+_BEGIN_SEND = (
+    _REDIS_NOW
+    + """
+local ready = tonumber(redis.call('GET', KEYS[2]) or '0') + tonumber(ARGV[2])
+if now < ready then
+  return string.format('%.6f', ready - now)
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3]) then
+  return '0'
+end
+return ARGV[4]
+"""
+)
+# The write has ended: the next one is spaced from now.
+_END_SEND = (
+    _REDIS_NOW
+    + """
+redis.call('SET', KEYS[2], string.format('%.6f', now), 'EX', 3600)
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+)
 # What a new request would face: a full host (-1) or the wait before its start.
-_ESTIMATE = """
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+_ESTIMATE = (
+    _REDIS_NOW
+    + """
 if redis.call('ZCOUNT', KEYS[1], now, '+inf') >= tonumber(ARGV[1]) then
   return '-1'
 end
 local ready = tonumber(redis.call('GET', KEYS[2]) or '0') + tonumber(ARGV[2])
 return tostring(math.max(0, ready - now))
 """
+)
+
+
+# Seconds between looks while another process writes to the host: a write takes about a millisecond.
+SEND_POLL = 0.005
 
 
 class RedisThrottle:
@@ -154,6 +226,8 @@ class RedisThrottle:
 
     A held slot has a short TTL that a thread of the holding process renews, so a slot held by a
     killed process is free again within ``slot_ttl`` seconds, while a slow live request keeps it.
+    The mark of a request being written lasts one write; it expires after ``send_ttl`` seconds, so a
+    process killed mid-write holds up the host's next writes at most that long.
     """
 
     def __init__(
@@ -164,6 +238,7 @@ class RedisThrottle:
         wait_limit: float = 120.0,
         slot_ttl: float = 15.0,
         margin: float = DEFAULT_RATE_MARGIN,
+        send_ttl: float = 5.0,
     ) -> None:
         self.limits = limits
         self.margin = margin
@@ -174,9 +249,12 @@ class RedisThrottle:
         self.take_slot = self.client.register_script(_TAKE_SLOT)
         self.try_start = self.client.register_script(_TRY_START)
         self.renew = self.client.register_script(_RENEW)
+        self.begin_send = self.client.register_script(_BEGIN_SEND)
+        self.end_send = self.client.register_script(_END_SEND)
         self.estimate = self.client.register_script(_ESTIMATE)
         self.wait_limit = wait_limit
         self.slot_ttl = slot_ttl
+        self.send_ttl = send_ttl
         self._held: dict[str, str] = {}  # token -> slots key
         self._held_lock = threading.Lock()
         self._renewer: tuple[int, threading.Thread] | None = None
@@ -197,8 +275,7 @@ class RedisThrottle:
                 time.sleep(wait)
         except self.unreachable as exc:
             self._let_go(token)
-            message = f"{host}: the Redis politeness budget is unreachable: {exc}"
-            raise TransientError("throttle_unavailable", message) from exc
+            raise _unavailable(host, exc) from exc
         except TransientError:
             self._let_go(token)
             raise
@@ -206,6 +283,26 @@ class RedisThrottle:
             yield
         finally:
             self._let_go(token)
+
+    @contextlib.contextmanager
+    def sending(self, host: str) -> Iterator[None]:
+        """Around the write of a request: alone on the wire for ``host``, spaced from the last write's end."""
+        keys = [f"datasync:throttle:{host}:writing", f"datasync:throttle:{host}:last_sent"]
+        token = uuid.uuid4().hex
+        interval = spacing(self.limits.for_host(host), self.margin)
+        marked: list[str | float] = [token, interval, math.ceil(self.send_ttl * 1000), SEND_POLL]
+        deadline = time.monotonic() + self.wait_limit
+        try:
+            while (wait := float(self.begin_send(keys, marked))) > 0:
+                self._check_deadline(host, deadline)
+                time.sleep(wait)
+        except self.unreachable as exc:
+            raise _unavailable(host, exc) from exc
+        try:
+            yield
+        finally:
+            with contextlib.suppress(self.unreachable):  # the mark expires by itself after send_ttl
+                self.end_send(keys, [token])
 
     def wait_estimate(self, host: str) -> float:
         """Seconds until a request to ``host`` could start (0: now, inf: every slot is taken); nothing is booked."""
@@ -250,3 +347,7 @@ class RedisThrottle:
             if held:
                 with contextlib.suppress(self.unreachable):
                     self.renew([slots for _, slots in held], [self.slot_ttl, *(token for token, _ in held)])
+
+
+def _unavailable(host: str, exc: Exception) -> TransientError:
+    return TransientError("throttle_unavailable", f"{host}: the Redis politeness budget is unreachable: {exc}")

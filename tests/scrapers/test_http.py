@@ -329,20 +329,34 @@ def test_slow_upstream_times_out(server: Upstream, site: str) -> None:
     assert url in str(caught.value)
 
 
+class RecordingThrottle:
+    """Records what the client asks of its throttle: a slot per request, then the cue for its write."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    @contextlib.contextmanager
+    def slot(self, host: str) -> Iterator[None]:
+        self.asked.append(f"slot {host}")
+        yield
+
+    @contextlib.contextmanager
+    def sending(self, host: str) -> Iterator[None]:
+        self.asked.append(f"sending {host}")
+        yield
+
+    def wait_estimate(self, host: str) -> float:
+        return 0.0
+
+
 def test_throttle_is_asked_for_the_canonical_host(server: Upstream, site: str) -> None:
-    hosts: list[str] = []
-
-    class Recorder:
-        @contextlib.contextmanager
-        def slot(self, host: str) -> Iterator[None]:
-            hosts.append(host)
-            yield
-
     url = f"{site}/page.html"
     server.set_body(url, b"x")
-    with contextlib.closing(client(server, throttle=Recorder())) as http:
+    throttle = RecordingThrottle()
+    with contextlib.closing(client(server, throttle=throttle)) as http:
         http.get(url, allowed_hosts=ALLOWED)
-    assert hosts == ["www.datadictionary.nhs.uk"]
+        http.get(url, allowed_hosts=ALLOWED)  # a kept-alive connection is paced just the same
+    assert throttle.asked == ["slot www.datadictionary.nhs.uk", "sending www.datadictionary.nhs.uk"] * 2
 
 
 # --- parse_retry_after ----------------------------------------------------------------------------
@@ -393,9 +407,11 @@ def test_a_custom_ca_bundle_is_trusted_through_the_standard_variable(
 ) -> None:
     server, bundle = tls_upstream
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
-    http = HttpClient(user_agent="t", rewrites=UrlRewrites(server.rewrites()))
+    throttle = RecordingThrottle()
+    http = HttpClient(user_agent="t", rewrites=UrlRewrites(server.rewrites()), throttle=throttle)
     document = http.get(
         "https://www.datadictionary.nhs.uk/data_elements/ethnic_category.html",
         allowed_hosts=frozenset({"www.datadictionary.nhs.uk"}),
     )
     assert b"ETHNIC CATEGORY" in document.body
+    assert throttle.asked[-1] == "sending www.datadictionary.nhs.uk"  # TLS requests are paced at their write too

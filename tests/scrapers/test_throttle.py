@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -118,25 +120,27 @@ def test_throttle_for_falls_back_to_this_process_when_redis_is_down() -> None:
     assert isinstance(throttle_for(down), LocalThrottle)
 
 
-HOLD_A_SLOT = """
+HOLD = """
 import sys, time
 from scrapers.throttle import HostLimit, HostLimits, RedisThrottle
-throttle = RedisThrottle(sys.argv[1], HostLimits(HostLimit(1, 1000.0)), slot_ttl=1.0)
-with throttle.slot("holder.example"):
+throttle = RedisThrottle(sys.argv[1], HostLimits(HostLimit(1, 1000.0)), slot_ttl=1.0, send_ttl=3.0)
+with getattr(throttle, sys.argv[2])("holder.example"):
     print("holding", flush=True)
     time.sleep(60)
 """
 
 
+def hold(redis_server: RedisServer, what: str) -> subprocess.Popen[str]:
+    """A process holding a slot (``slot``) or the mark of a request being written (``sending``)."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, redis_server.url(), what], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+    return holder
+
+
 @pytest.mark.redis
 def test_a_killed_holders_slot_is_free_again_within_its_ttl(redis_server: RedisServer) -> None:
-    import subprocess
-    import sys
-
-    command = [sys.executable, "-c", HOLD_A_SLOT, redis_server.url()]
-    holder = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    holder = hold(redis_server, "slot")
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         waiting = RedisThrottle(redis_server.url(), HostLimits(HostLimit(1, 1000.0)), wait_limit=0.5)
         with pytest.raises(TransientError), waiting.slot("holder.example"):
             pass  # held by a live process past its 1 s TTL: renewed
@@ -150,6 +154,25 @@ def test_a_killed_holders_slot_is_free_again_within_its_ttl(redis_server: RedisS
     started = time.monotonic()
     with patient.slot("holder.example"):
         assert time.monotonic() - started < 2.0  # the dead holder's slot ran out within its TTL
+
+
+@pytest.mark.redis
+def test_a_request_killed_while_being_written_holds_up_the_next_write_at_most_its_send_ttl(
+    redis_server: RedisServer,
+) -> None:
+    holder = hold(redis_server, "sending")
+    waiting = RedisThrottle(redis_server.url(), HostLimits(HostLimit(1, 1000.0)), wait_limit=0.3)
+    try:
+        with pytest.raises(TransientError) as caught, waiting.sending("holder.example"):
+            pass  # one write at a time per host
+        assert caught.value.kind == "throttled"
+    finally:
+        holder.kill()
+        holder.wait(10)
+    patient = RedisThrottle(redis_server.url(), HostLimits(HostLimit(1, 1000.0)), wait_limit=10)
+    started = time.monotonic()
+    with patient.sending("holder.example"):
+        assert time.monotonic() - started < 4.0  # the dead writer's mark ran out within its 3 s TTL
 
 
 @pytest.mark.redis
@@ -183,3 +206,52 @@ def test_no_one_second_window_at_the_upstream_sees_more_than_the_rate(rate: floa
             client.close()
         assert len(upstream.arrivals) == 12
         assert upstream.peak_per_second("www.datadictionary.nhs.uk") <= rate
+
+
+LATE_URL = "https://www.datadictionary.nhs.uk/data_elements/consultation_type.html"
+
+
+def test_requests_run_late_after_their_grant_never_crowd_the_upstream_within_a_process() -> None:
+    """Every third request sleeps 0.9 s between grant and send; spacing grants alone let 3 in 0.55 s through."""
+    from tests.scrapers import late_sends
+    from tests.upstream import Upstream
+
+    with Upstream() as upstream:
+        throttle = late_sends.LateAfterGrant(LocalThrottle(late_sends.LIMITS), late_sends.counter())
+        late_sends.fetch_all(throttle, upstream.rewrites(), LATE_URL, requests=9, threads=4)
+        assert throttle.late == 3
+        assert len(upstream.arrivals) == 9
+        assert upstream.peak_per_second(late_sends.HOST) <= late_sends.RATE
+
+
+@pytest.mark.redis
+def test_requests_run_late_after_their_grant_never_crowd_the_upstream_across_processes(
+    redis_server: RedisServer,
+) -> None:
+    """Two processes share the Redis budget; grants are counted across both, every third one runs late."""
+    import redis
+
+    from tests.scrapers import late_sends
+    from tests.upstream import Upstream
+
+    redis.Redis.from_url(redis_server.url()).delete("test:late_sends:grants")
+    with Upstream() as upstream:
+        command = [sys.executable, "-m", "tests.scrapers.late_sends", redis_server.url(), upstream.rewrites()]
+        command += [LATE_URL, "5", "3"]
+        processes = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in "ab"]
+        try:
+            for process in processes:
+                assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+            for process in processes:
+                assert process.stdin is not None
+                process.stdin.write("go\n")
+                process.stdin.flush()
+            late = [int(process.communicate(timeout=120)[0]) for process in processes]
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait(10)
+        assert [process.returncode for process in processes] == [0, 0]
+        assert sum(late) == 4  # grants 0, 3, 6 and 9 of 10
+        assert len(upstream.arrivals) == 10
+        assert upstream.peak_per_second(late_sends.HOST) <= late_sends.RATE
