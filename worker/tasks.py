@@ -238,14 +238,16 @@ def _requeue_lost_retries(
 
 
 def _promised_retries(sessions: sessionmaker[Session], since: datetime) -> list[SyncRun]:
-    """Each dataset's newest finished run started since ``since``, where it promises a retry.
+    """Each dataset's newest finished run started since ``since``, where it promises a broker-queued retry.
 
-    Older ones need no help: by then the broker has restored a lost message by itself.
+    Older ones need no help: by then the broker has restored a lost message by itself. A ``cli``
+    run's retry waits inside ``datasync sync``, not on the broker, and has no mark to judge it by.
     """
     finished = SyncRun.status.not_in(("running", "skipped"))
     newest = select(func.max(SyncRun.id)).where(finished, SyncRun.started_at >= since).group_by(SyncRun.dataset_key)
+    promised = SyncRun.id.in_(newest) & SyncRun.will_retry & (SyncRun.trigger != "cli")
     with reading(sessions)() as session:
-        return list(session.scalars(select(SyncRun).where(SyncRun.id.in_(newest), SyncRun.will_retry)))
+        return list(session.scalars(select(SyncRun).where(promised)))
 
 
 def _leased(state: SyncState | None, now: datetime) -> bool:

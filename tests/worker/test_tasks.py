@@ -156,7 +156,9 @@ def marked_env(worker_env: Path, redis_server: RedisServer, monkeypatch: pytest.
     return client
 
 
-def add_failed_attempt(sessions, attempt: int, finished_ago: timedelta, will_retry: bool = True) -> SyncRun:
+def add_failed_attempt(
+    sessions, attempt: int, finished_ago: timedelta, will_retry: bool = True, trigger: str = "schedule"
+) -> SyncRun:
     """A failed attempt of nhs_england_regions' chain, as the pipeline records it (the failure pause now holds)."""
     from models import lease
 
@@ -164,7 +166,7 @@ def add_failed_attempt(sessions, attempt: int, finished_ago: timedelta, will_ret
     with sessions.begin() as session:
         run = SyncRun(
             dataset_key="nhs_england_regions",
-            trigger="schedule",
+            trigger=trigger,
             status="failed",
             started_at=finished - timedelta(seconds=2),
             finished_at=finished,
@@ -212,6 +214,8 @@ def test_a_retry_still_marked_or_just_promised_is_left_alone(
     assert tasks.sync_due_task.apply().get() == []
     pending.clear("nhs_england_regions")
     add_failed_attempt(sessions, 2, timedelta(seconds=1))  # its retry's mark may be being set right now
+    assert tasks.sync_due_task.apply().get() == []
+    add_failed_attempt(sessions, 1, timedelta(minutes=1), trigger="cli")  # `datasync sync` retries in-process
     assert tasks.sync_due_task.apply().get() == [] and queued == []
 
 
