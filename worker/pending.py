@@ -1,38 +1,56 @@
-"""Which datasets beat's scan has queued that no worker has started yet.
+"""Which datasets have a sync message queued that no worker has started yet.
 
-The scan runs every ``DATASYNC_BEAT_INTERVAL_SECONDS``; without these marks a backlog longer than
-one interval would be queued again on every scan. A mark is a Redis key (the broker is always
-Redis) set when the scan queues a dataset and deleted when a worker starts it. Its TTL, ten scan
-intervals (5 min with the shipped 30 s), bounds how long a message lost with a killed worker
-before it started (one waiting for its countdown) keeps the dataset from being queued again.
+A mark is a Redis key per dataset (the broker is always Redis), set whenever a message for it is
+queued (beat's scan, a retry waiting out its backoff, a task sent back to wait for its host or
+lease) and deleted when a worker starts the task. While it lives, beat's scan queues nothing more
+for the dataset: one message is enough, however long the backlog.
+
+Its TTL tracks the message's ETA: countdown + one scan interval (at least ``LATE_MIN_SECONDS``).
+A worker holds countdown messages in memory, unacknowledged, until they are due; a worker killed
+with them in hand gives them back only after the broker's visibility timeout (an hour). Once a
+mark has outlived its message's ETA by a scan interval and the task has not started, the message
+is presumed lost and the next scan queues the dataset again (a due dataset, or a retry still
+promised by its newest run): recovery within two scan intervals of the ETA. No live holder has to
+keep the mark alive, so a dead holder cannot either. The price: a message still waiting past its
+ETA by more than that (every pool process busy) gets a duplicate, which its start turns into a
+skipped run (``busy``, ``done``, ``not_due``, ``superseded``), never a second sync.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 
 import redis
 
 from worker.settings import get_settings
 
-PENDING_TTL_SCANS = 10
+LATE_MIN_SECONDS = 10.0
 _clients: dict[tuple[int, str], redis.Redis] = {}
 
 
-def mark(keys: list[str]) -> list[str]:
-    """Mark ``keys`` as queued; return those that were not already (all of them without Redis)."""
+def mark(countdowns: dict[str, float]) -> list[str]:
+    """Mark each key as queued with that countdown; return those that had no live mark (all without Redis)."""
+    keys = list(countdowns)
     client = _client()
     if client is None or not keys:
         return keys
-    ttl = max(10, round(PENDING_TTL_SCANS * get_settings().beat_interval_seconds))
     try:
         pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.set(_name(key), "1", nx=True, ex=ttl)
+        for key, countdown in countdowns.items():
+            pipe.set(_name(key), "1", nx=True, px=ttl_ms(countdown))
         return [key for key, fresh in zip(keys, pipe.execute(), strict=True) if fresh]
     except redis.RedisError:
         return keys  # a duplicate message costs a skipped run; a missing one costs a sync
+
+
+def hold(key: str, countdown: float) -> None:
+    """Mark ``key`` for a message just queued with ``countdown`` (replacing any older mark)."""
+    client = _client()
+    if client is not None:
+        with contextlib.suppress(redis.RedisError):
+            client.set(_name(key), "1", px=ttl_ms(countdown))
 
 
 def clear(key: str) -> None:
@@ -40,6 +58,17 @@ def clear(key: str) -> None:
     if client is not None:
         with contextlib.suppress(redis.RedisError):
             client.delete(_name(key))
+
+
+def available() -> bool:
+    """Whether marks are kept at all (the broker is a Redis): without them a lost message cannot be told."""
+    return _client() is not None
+
+
+def ttl_ms(countdown: float) -> int:
+    """The mark's lifetime: the message's countdown, then one scan interval for a late start."""
+    late = max(LATE_MIN_SECONDS, get_settings().beat_interval_seconds)
+    return max(1, math.ceil((max(0.0, countdown) + late) * 1000))
 
 
 def _name(key: str) -> str:

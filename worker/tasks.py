@@ -17,7 +17,7 @@ from celery.exceptions import Retry
 from celery.result import AsyncResult
 from celery.signals import beat_init
 from celery.utils.log import get_task_logger
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import lease
@@ -42,6 +42,8 @@ BUSY_POLL_SECONDS = 10  # look again this often: the sync holding the lease usua
 HOST_WAIT_LIMIT = 1.0  # a host whose next request slot is further off than this sends the task back to the queue
 HOST_RECHECK_SECONDS = 2.0  # when every slot of the host is taken, look again this soon
 MAX_HOST_WAITS = 500  # after this many round trips a task waits for its slot in the throttle like any request
+
+SUPERSEDED = "a duplicate delivery of a retry: its chain has moved on (a later attempt ran, or the chain ended)"
 
 _process: dict[str, Any] = {}
 
@@ -89,7 +91,11 @@ def sync_dataset_task(
     if host_wait > HOST_WAIT_LIMIT and host_waits < MAX_HOST_WAITS:
         # The host's budget is spent for now: free this process for other hosts' datasets.
         countdown = min(host_wait, HOST_RECHECK_SECONDS) + random.random()
-        raise self.retry(kwargs={**kwargs, **waits, "host_waits": host_waits + 1}, countdown=countdown)
+        raise _send_back(self, {**kwargs, **waits, "host_waits": host_waits + 1}, countdown)
+    if attempt > 1 and not _retry_awaited(ctx.sessions, key, attempt):
+        return record_skip(
+            ctx.sessions, key, trigger, ctx.worker_id, "superseded", SUPERSEDED, attempt=attempt
+        ).to_json()  # a duplicate of a retry: the chain (and its marks) belong to another message now
     pending.clear(key)
     settings = ctx.settings
     outcome = sync_dataset(
@@ -109,7 +115,7 @@ def sync_dataset_task(
         _queue_retry(self, ctx.sessions, outcome, {**kwargs, **waits, "attempt": attempt + 1}, countdown)
     elif outcome.error_kind == "busy" and busy_waits < MAX_BUSY_WAITS:
         countdown = min(lease.expires_in(ctx.sessions, key), BUSY_POLL_SECONDS) + random.uniform(1, 5)
-        raise self.retry(kwargs={**kwargs, **waits, "busy_waits": busy_waits + 1}, countdown=countdown)
+        raise _send_back(self, {**kwargs, **waits, "busy_waits": busy_waits + 1}, countdown)
     elif attempt > 1 and outcome.status == "skipped":
         end_retry_chain(ctx.sessions, key)  # the chain ends here: no retry is queued any more
     return outcome.to_json()
@@ -120,18 +126,45 @@ def _queue_retry(
 ) -> None:
     """Queue the next attempt; if the broker refuses it, the run must not promise a retry."""
     try:
-        raise task.retry(kwargs=kwargs, countdown=countdown)
+        raise _send_back(task, kwargs, countdown)
     except Retry:
         raise
     except Exception as exc:  # a broker outage: beat's scan picks the dataset up again later
         log.error("could not queue the retry of %s: %s", outcome.key, exc)
+        pending.clear(outcome.key)
         end_retry_chain(sessions, outcome.key)
         outcome.will_retry = False
 
 
+def _send_back(task: Task, kwargs: dict[str, Any], countdown: float) -> Retry:
+    """Queue this task again after ``countdown``, its dataset marked as queued until then (``pending``)."""
+    pending.hold(kwargs["key"], countdown)
+    return task.retry(kwargs=kwargs, countdown=countdown)
+
+
+def _retry_awaited(sessions: sessionmaker[Session], key: str, attempt: int) -> bool:
+    """Whether the dataset's newest finished run is the attempt before ``attempt`` and still promises it.
+
+    A retry can be delivered twice: the scan queues it again once its message is presumed lost
+    (``pending``), and the broker restores the original after its visibility timeout. Whichever
+    comes second finds the chain moved on (a newer attempt finished, or the chain ended) and is
+    skipped, so a chain never forks into two.
+    """
+    finished = SyncRun.status.not_in(("running", "skipped"))
+    with reading(sessions)() as session:
+        newest = session.execute(
+            select(SyncRun.attempt, SyncRun.will_retry)
+            .where(SyncRun.dataset_key == key, finished)
+            .order_by(SyncRun.id.desc())
+            .limit(1)
+        ).first()
+    return newest is not None and newest.attempt == attempt - 1 and bool(newest.will_retry)
+
+
 @app.task(name="datasync.sync_due")
 def sync_due_task() -> list[str]:
-    """Enqueue every due dataset, and retry every sync whose worker died (its lease ran out).
+    """Enqueue every due dataset, and retry every sync whose worker died (its lease ran out) or
+    whose queued retry was lost with its worker (``pending``).
 
     Runs every beat interval, so a killed worker's datasets come back within one lease period
     plus one interval, whatever became of their messages.
@@ -141,16 +174,17 @@ def sync_due_task() -> list[str]:
     now = utcnow()
     with reading(ctx.sessions)() as session:
         states = {state.dataset_key: state for state in session.scalars(select(SyncState))}
-    due = [
-        entry.key
+    requeued += _requeue_lost_retries(ctx, catalogue, states, now, set(requeued))
+    jitter = ctx.settings.due_jitter_seconds
+    countdowns = {
+        entry.key: random.uniform(0, jitter)
         for entry in catalogue.select()
         if entry.key not in requeued and _due_now(entry, states.get(entry.key), now, ctx.settings)
-    ]
-    due = pending.mark(due)  # already queued and not started yet: one message is enough
+    }
+    due = pending.mark(countdowns)  # already queued and not started yet: one message is enough
     for key in due:
         sync_dataset_task.apply_async(
-            kwargs={"key": key, "trigger": "schedule", "requested_at": now.isoformat()},
-            countdown=random.uniform(0, ctx.settings.due_jitter_seconds),
+            kwargs={"key": key, "trigger": "schedule", "requested_at": now.isoformat()}, countdown=countdowns[key]
         )
     if due:
         log.info("enqueued %d due dataset(s): %s", len(due), ", ".join(due))
@@ -166,18 +200,72 @@ def _requeue_abandoned(ctx: SyncContext, catalogue: Catalogue) -> list[str]:
         log.warning("sync of %s (run %d) was abandoned by %s", run.dataset_key, run.id, run.worker)
         if run.dataset_key not in known or run.attempt > ctx.settings.max_retries or run.dataset_key in requeued:
             continue
-        sync_dataset_task.apply_async(
-            kwargs={
-                "key": run.dataset_key,
-                "trigger": run.trigger if run.trigger in ("manual", "api") else "schedule",
-                "requested_at": run.started_at.isoformat(),
-                "attempt": run.attempt + 1,
-            }
-        )
-        _promise_retry(ctx.sessions, run.id)
-        pending.mark([run.dataset_key])
+        _promise_retry(ctx.sessions, run.id)  # before the message: its start checks the promise
+        _queue_next_attempt(run)
         requeued.append(run.dataset_key)
     return requeued
+
+
+def _requeue_lost_retries(
+    ctx: SyncContext, catalogue: Catalogue, states: dict[str, SyncState], now: datetime, skip: set[str]
+) -> list[str]:
+    """Queue again each retry that the dataset's newest run still promises but whose message is gone.
+
+    A retry waiting out its backoff sits in a worker's memory; a worker killed then takes it along
+    until the broker's visibility timeout. Its mark (``pending``) outlives the retry's ETA by one
+    scan interval, so no mark and no lease means lost: the next attempt of the same chain is
+    queued at once, without waiting for the failure pause. A run finished less than that ago is
+    left for the next scan (its retry's mark may be being set right now).
+    """
+    if not pending.available():
+        return []  # without marks a lost retry cannot be told from a waiting one
+    known = catalogue.by_key()
+    settled = now - timedelta(milliseconds=pending.ttl_ms(0))
+    promised = {
+        run.dataset_key: run
+        for run in _promised_retries(ctx.sessions, now - timedelta(seconds=ctx.settings.visibility_timeout))
+        if run.dataset_key in known
+        and run.dataset_key not in skip
+        and run.finished_at is not None
+        and run.finished_at <= settled
+        and not _leased(states.get(run.dataset_key), now)
+    }
+    lost = pending.mark(dict.fromkeys(promised, 0.0))
+    for key in lost:
+        log.warning("the retry of %s (after run %d) was lost with its worker; queued again", key, promised[key].id)
+        _queue_next_attempt(promised[key])
+    return lost
+
+
+def _promised_retries(sessions: sessionmaker[Session], since: datetime) -> list[SyncRun]:
+    """Each dataset's newest finished run started since ``since``, where it promises a broker-queued retry.
+
+    Older ones need no help: by then the broker has restored a lost message by itself. A ``cli``
+    run's retry waits inside ``datasync sync``, not on the broker, and has no mark to judge it by.
+    """
+    finished = SyncRun.status.not_in(("running", "skipped"))
+    newest = select(func.max(SyncRun.id)).where(finished, SyncRun.started_at >= since).group_by(SyncRun.dataset_key)
+    promised = SyncRun.id.in_(newest) & SyncRun.will_retry & (SyncRun.trigger != "cli")
+    with reading(sessions)() as session:
+        return list(session.scalars(select(SyncRun).where(promised)))
+
+
+def _leased(state: SyncState | None, now: datetime) -> bool:
+    return state is not None and state.lease_live(now)
+
+
+def _queue_next_attempt(run: SyncRun) -> None:
+    """Queue the attempt after ``run`` in its chain: same trigger, requested when ``run`` started
+    (a success since then makes it ``done``), its dataset marked as queued."""
+    pending.hold(run.dataset_key, 0.0)
+    sync_dataset_task.apply_async(
+        kwargs={
+            "key": run.dataset_key,
+            "trigger": run.trigger if run.trigger in ("manual", "api") else "schedule",
+            "requested_at": run.started_at.isoformat(),
+            "attempt": run.attempt + 1,
+        }
+    )
 
 
 def _promise_retry(sessions: sessionmaker[Session], run_id: int) -> None:
@@ -188,7 +276,7 @@ def _promise_retry(sessions: sessionmaker[Session], run_id: int) -> None:
 def _due_now(entry: CatalogueEntry, state: SyncState | None, now: datetime, settings: Settings) -> bool:
     """Due and not being synced; one entry or state row that cannot be judged must not stop the scan."""
     try:
-        return is_due(entry, state, now, settings) and not (state is not None and state.lease_live(now))
+        return is_due(entry, state, now, settings) and not _leased(state, now)
     except Exception:
         log.exception("cannot tell whether %s is due; left out of this scan", entry.key)
         return False

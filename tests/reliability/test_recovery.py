@@ -2,13 +2,17 @@
 
 Lease 60 s renewed every 20 s, beat every 30 s, due jitter 10 s, shipped retries, time limits and
 politeness (2 requests/s, 2 in flight per host). A worker is killed while it holds a sync of each
-dataset; every one of them must be synced again within 120 s of the kill.
+dataset (in flight, or a message waiting out its countdown: a retry's backoff, the scan's jitter);
+every one of them must be synced again within 120 s of the kill.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,12 +21,22 @@ from typing import Any
 
 import pytest
 import redis
+from kombu import Connection
 
-from tests.reliability.conftest import assert_versions_consistent, first_success_after, runs_of, shipped_keys
+from models.schema import SyncRun
+from tests.reliability.conftest import (
+    SUCCESS,
+    assert_versions_consistent,
+    first_success_after,
+    runs_of,
+    shipped_keys,
+)
 from tests.reliability.test_kills import in_flight, pids_of
 from tests.servers import RedisServer
 from tests.upstream import Scripted, Upstream
 from tests.worker.celery_harness import CeleryProcesses, pool_children, wait_until, write_catalogue
+from worker.catalogue import load_catalogue
+from worker.settings import DEFAULT_CATALOGUE
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 TARGET = 120  # seconds from the kill to the dataset's next successful sync (issue 7)
@@ -79,26 +93,16 @@ def test_with_shipped_timers_a_killed_workers_datasets_are_synced_again_within_t
         "a sync of every dataset in flight on the worker (beat's first scan, then up to 10 s of jitter)",
         shipped_fleet,
     )
-    moment = datetime.now(UTC)
     if victim == "whole worker":
         killed = held
-        os.killpg(worker.pid, signal.SIGKILL)  # main process and pool: nothing acks or rejects the messages
-        worker.wait(10)
-        shipped_fleet.worker("w2", concurrency=4)
+        moment = kill_whole_worker(worker, shipped_fleet)
     else:
+        moment = datetime.now(UTC)
         child = min((c for c in pool_children(worker) if in_flight(pg_url, {c.pid})), key=lambda c: c.pid)
         killed = in_flight(pg_url, {child.pid})
         os.kill(child.pid, signal.SIGKILL)  # Celery replaces it and the message is redelivered at once
     holding.released.set()
-    recovery = {}
-    for key in sorted(killed):
-        success = wait_until(
-            lambda key=key: first_success_after(runs_of(pg_url), key, moment),
-            TARGET + 60,
-            f"{key} to be synced again after the kill",
-            shipped_fleet,
-        )
-        recovery[key] = round((success.finished_at - moment).total_seconds(), 1)
+    recovery = wait_synced_again(killed, moment, pg_url, shipped_fleet)
     os.killpg(beat.pid, signal.SIGTERM)
     beat.wait(30)
     assert_versions_consistent(pg_url)
@@ -106,3 +110,117 @@ def test_with_shipped_timers_a_killed_workers_datasets_are_synced_again_within_t
     results.update(victim=victim, killed_syncs=len(killed), recovery_seconds=recovery, abandoned=sorted(abandoned))
     assert max(recovery.values()) <= TARGET, recovery
     assert set(abandoned) >= killed  # each dead run was closed, not left running
+
+
+def held_syncs(broker_url: str) -> list[dict[str, Any]]:
+    """The kwargs of every sync message a worker has received and not acknowledged (kombu's ``unacked`` hash)."""
+    held = []
+    for raw in redis.Redis.from_url(broker_url).hvals("unacked"):
+        message = json.loads(raw)[0]
+        if message["headers"].get("task") == "datasync.sync_dataset":
+            _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+            held.append(kwargs)
+    return held
+
+
+def restore_unacked(broker_url: str) -> None:
+    """What Redis does once the visibility timeout has passed: every unacknowledged message back on its queue."""
+    with Connection(broker_url, transport_options={"visibility_timeout": 0}) as connection:
+        connection.default_channel.qos.restore_visible(num=1000)
+
+
+def kill_whole_worker(worker: subprocess.Popen, fleet: CeleryProcesses) -> datetime:
+    """SIGKILL a worker's main process and pool (nothing acks or rejects its messages); start another."""
+    moment = datetime.now(UTC)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(10)
+    fleet.worker("w2", concurrency=4)
+    return moment
+
+
+def wait_synced_again(keys: set[str], moment: datetime, pg_url: str, fleet: CeleryProcesses) -> dict[str, float]:
+    """Seconds from ``moment`` to each dataset's first success after it."""
+    recovery = {}
+    for key in sorted(keys):
+        success = wait_until(
+            lambda key=key: first_success_after(runs_of(pg_url), key, moment),
+            TARGET + 60,
+            f"{key} to be synced again after the kill",
+            fleet,
+        )
+        recovery[key] = round((success.finished_at - moment).total_seconds(), 1)
+    return recovery
+
+
+def unstarted(held: list[dict[str, Any]], pg_url: str) -> set[str]:
+    """Datasets of ``held`` messages that have no run at all yet: waiting out their countdown."""
+    started = {run.dataset_key for run in runs_of(pg_url)}
+    return {kwargs["key"] for kwargs in held} - started
+
+
+def test_with_shipped_timers_a_retry_lost_with_its_worker_runs_within_two_minutes(
+    shipped_fleet: CeleryProcesses, pg_url: str, redis_server: RedisServer, upstream: Upstream, results: dict[str, Any]
+) -> None:
+    """The first attempt fails (503), its retry waits out its 15-30 s backoff in the worker's memory, and the
+    whole worker is killed: the scan re-queues it (no live mark, no lease) despite the 1 h failure pause,
+    as attempt 2 of the same chain. When Redis restores the original message, it changes nothing."""
+    keys, broker = shipped_keys(4), redis_server.url()
+    failing = keys[0]
+    upstream.script(load_catalogue(DEFAULT_CATALOGUE).by_key()[failing].url, Scripted(503))
+    worker = shipped_fleet.worker("w1", concurrency=4)
+    beat = shipped_fleet.beat(1)
+    wait_until(
+        lambda: any(kw["key"] == failing and kw.get("attempt") == 2 for kw in held_syncs(broker)),
+        90,
+        f"the retry of {failing} held by the worker, waiting out its backoff",
+        shipped_fleet,
+    )
+    moment = kill_whole_worker(worker, shipped_fleet)
+    runs = runs_of(pg_url)
+    assert not [r for r in runs if r.dataset_key == failing and r.attempt == 2], "the retry ran before the kill"
+    unsynced = set(keys) - {r.dataset_key for r in runs if r.status in SUCCESS}
+    recovery = wait_synced_again(unsynced, moment, pg_url, shipped_fleet)
+    os.killpg(beat.pid, signal.SIGTERM)
+    beat.wait(30)
+    restore_unacked(broker)  # the killed worker's messages, the original retry among them, come back
+    wait_until(
+        lambda: (
+            ("skipped", 2) in [(r.status, r.attempt) for r in chain_of(pg_url, failing)[2:]]
+            and not redis.Redis.from_url(broker).hlen("unacked")
+        ),
+        60,
+        "the restored original retry (and every other restored message) to be handled",
+        shipped_fleet,
+    )
+    chain = chain_of(pg_url, failing)
+    results.update(recovery_seconds=recovery, chain=[(r.status, r.attempt, r.will_retry, r.error_kind) for r in chain])
+    assert max(recovery.values()) <= TARGET, recovery
+    assert [(r.status, r.attempt, r.will_retry) for r in chain[:2]] == [("failed", 1, True), ("created", 2, False)]
+    assert [r.status for r in chain if r.status in SUCCESS] == ["created"]  # one version: the restore added none
+    assert_versions_consistent(pg_url)
+
+
+def chain_of(pg_url: str, key: str) -> list[SyncRun]:
+    return [run for run in runs_of(pg_url) if run.dataset_key == key]
+
+
+def test_with_shipped_timers_a_scan_queued_sync_lost_with_its_worker_runs_within_two_minutes(
+    shipped_fleet: CeleryProcesses, pg_url: str, redis_server: RedisServer, results: dict[str, Any]
+) -> None:
+    """The worker is killed while beat's first scan's messages wait out their jitter (0-10 s) in its memory:
+    their marks outlive the countdown by one scan, so the scan after that queues them again."""
+    broker = redis_server.url()
+    worker = shipped_fleet.worker("w1", concurrency=4)
+    shipped_fleet.beat(1)
+    waiting = wait_until(
+        lambda: unstarted(held_syncs(broker), pg_url),
+        90,
+        "a scan-queued message held by the worker, waiting out its jitter",
+        shipped_fleet,
+    )
+    moment = kill_whole_worker(worker, shipped_fleet)
+    recovery = wait_synced_again(set(shipped_keys(4)), moment, pg_url, shipped_fleet)
+    results.update(waiting_at_kill=sorted(waiting), recovery_seconds=recovery)
+    assert max(recovery[key] for key in waiting) <= TARGET, recovery
+    assert max(recovery.values()) <= TARGET, recovery
+    assert_versions_consistent(pg_url)

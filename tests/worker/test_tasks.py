@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import select
 
 from models.schema import SyncRun, SyncState
 from models.types import utcnow
-from tests.upstream import Upstream
+from tests.servers import RedisServer
+from tests.upstream import Scripted, Upstream
 from tests.worker.celery_harness import write_catalogue
 from worker import tasks
 from worker.catalogue import CatalogueError
@@ -142,3 +144,124 @@ def test_a_retry_that_ends_in_a_skip_no_longer_promises_a_retry(worker_env: Path
     with sessions() as session:
         runs = session.scalars(select(SyncRun).order_by(SyncRun.id)).all()
     assert [(r.status, r.attempt, r.will_retry) for r in runs] == [("failed", 1, False), ("skipped", 2, False)]
+
+
+@pytest.fixture
+def marked_env(worker_env: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> redis.Redis:
+    """``worker_env`` with a Redis broker, so pending marks are kept; messages are captured, not sent."""
+    monkeypatch.setenv("DATASYNC_BROKER_URL", redis_server.url())
+    get_settings.cache_clear()
+    client = redis.Redis.from_url(redis_server.url())
+    client.flushall()
+    return client
+
+
+def add_failed_attempt(
+    sessions, attempt: int, finished_ago: timedelta, will_retry: bool = True, trigger: str = "schedule"
+) -> SyncRun:
+    """A failed attempt of nhs_england_regions' chain, as the pipeline records it (the failure pause now holds)."""
+    from models import lease
+
+    finished = utcnow() - finished_ago
+    with sessions.begin() as session:
+        run = SyncRun(
+            dataset_key="nhs_england_regions",
+            trigger=trigger,
+            status="failed",
+            started_at=finished - timedelta(seconds=2),
+            finished_at=finished,
+            attempt=attempt,
+            will_retry=will_retry,
+        )
+        session.add(run)
+        state = lease.ensure_state(session, "nhs_england_regions")
+        state.last_status, state.last_attempt_at = "failed", finished
+    return run
+
+
+def capture_messages(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    queued: list[dict] = []
+    monkeypatch.setattr(tasks.sync_dataset_task, "apply_async", lambda **options: queued.append(options))
+    return queued
+
+
+def test_the_scan_requeues_a_retry_lost_with_its_worker_as_the_next_attempt(
+    marked_env: redis.Redis, sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No mark (it outlived the retry's ETA) and no lease: the message is gone; the failure pause does not wait."""
+    failed = add_failed_attempt(sessions, 1, timedelta(minutes=1))
+    queued = capture_messages(monkeypatch)
+    assert tasks.sync_due_task.apply().get() == ["nhs_england_regions"]
+    [message] = queued
+    assert message["kwargs"] == {
+        "key": "nhs_england_regions",
+        "trigger": "schedule",
+        "requested_at": failed.started_at.isoformat(),
+        "attempt": 2,
+    }
+    assert marked_env.exists("datasync:pending:nhs_england_regions")
+    assert tasks.sync_due_task.apply().get() == []  # queued again once, not on every scan
+
+
+def test_a_retry_still_marked_or_just_promised_is_left_alone(
+    marked_env: redis.Redis, sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import pending
+
+    add_failed_attempt(sessions, 1, timedelta(minutes=1))
+    pending.hold("nhs_england_regions", 120)  # its worker is alive and holds it until its ETA
+    queued = capture_messages(monkeypatch)
+    assert tasks.sync_due_task.apply().get() == []
+    pending.clear("nhs_england_regions")
+    add_failed_attempt(sessions, 2, timedelta(seconds=1))  # its retry's mark may be being set right now
+    assert tasks.sync_due_task.apply().get() == []
+    add_failed_attempt(sessions, 1, timedelta(minutes=1), trigger="cli")  # `datasync sync` retries in-process
+    assert tasks.sync_due_task.apply().get() == [] and queued == []
+
+
+def test_a_failed_attempt_marks_its_retry_until_the_retrys_eta_plus_one_scan(
+    marked_env: redis.Redis, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celery.exceptions import Retry
+
+    upstream.fault = lambda path: Scripted(503)
+    requeued: list[dict] = []
+    monkeypatch.setattr(tasks.sync_dataset_task, "retry", lambda **options: requeued.append(options) or Retry())
+    with pytest.raises(Retry):
+        tasks.sync_dataset_task(key="nhs_england_regions")
+    [options] = requeued
+    assert options["kwargs"]["attempt"] == 2
+    ttl = marked_env.pttl("datasync:pending:nhs_england_regions") / 1000
+    assert options["countdown"] + 29 < ttl <= options["countdown"] + 30.01
+
+
+def test_a_duplicate_retry_whose_chain_moved_on_is_skipped_and_keeps_the_promise(
+    marked_env: redis.Redis, sessions, upstream: Upstream
+) -> None:
+    """Attempt 2 ran already and queued attempt 3; a second delivery of attempt 2 (restored by the broker) must
+    neither sync again nor end the chain that attempt 3 still carries."""
+    from worker import pending
+
+    add_failed_attempt(sessions, 1, timedelta(minutes=2))
+    add_failed_attempt(sessions, 2, timedelta(minutes=1))
+    pending.hold("nhs_england_regions", 60)  # attempt 3's mark
+    outcome = tasks.sync_dataset_task.apply(kwargs={"key": "nhs_england_regions", "attempt": 2}).get()
+    assert (outcome["status"], outcome["error_kind"]) == ("skipped", "superseded")
+    with sessions() as session:
+        runs = session.scalars(select(SyncRun).order_by(SyncRun.id)).all()
+    assert [(r.status, r.attempt, r.will_retry) for r in runs] == [
+        ("failed", 1, True),
+        ("failed", 2, True),
+        ("skipped", 2, False),
+    ]
+    assert upstream.requests == [] and marked_env.exists("datasync:pending:nhs_england_regions")
+
+
+def test_the_scan_marks_each_message_for_its_jitter_plus_one_scan(
+    marked_env: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan-queued message lost with its worker is queued again one scan after its ETA, not ten scans later."""
+    queued = capture_messages(monkeypatch)
+    assert tasks.sync_due_task.apply().get() == ["nhs_england_regions"]
+    ttl = marked_env.pttl("datasync:pending:nhs_england_regions") / 1000
+    assert queued[0]["countdown"] + 29 < ttl <= queued[0]["countdown"] + 30.01
