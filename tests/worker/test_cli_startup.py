@@ -53,6 +53,13 @@ def test_help_reads_the_settings_without_the_store_http_or_broker_stacks() -> No
     assert not loaded_packages(result.stderr) & NOT_FOR_HELP
 
 
+def test_help_checks_host_limits_without_the_http_stack_or_parsers() -> None:
+    env = {**os.environ, "DATASYNC_HOST_LIMITS": "www.datadictionary.nhs.uk=2:1"}  # a production setting
+    result = run_python("-c", PROBE, "--help", env=env)
+    assert result.returncode == 0, result.stderr
+    assert not loaded_packages(result.stderr) & NOT_FOR_HELP
+
+
 def test_help_does_not_import_celery_or_alembic() -> None:
     probe = "import sys, worker.cli; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
     result = run_python("-c", probe)
