@@ -42,7 +42,9 @@ STATUS_TARGET_MB = 120.0
 STATUS_SIZES = (1000, 5000)
 SECTIONS = ("help", "sync", "status")
 # What ``datasync sync`` imports before it syncs anything: the floor under its peak, beside the figure.
-SYNC_IMPORTS = "import worker.cli, worker.context, worker.pipeline, worker.scheduling, sqlite3"
+SYNC_IMPORTS = (
+    "import worker.cli, worker.context, worker.pipeline, worker.scheduling, scrapers.nhs_dd, scrapers.json_api, sqlite3"
+)
 HOST = "www.datadictionary.nhs.uk"
 BATCH = 500
 
