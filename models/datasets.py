@@ -39,7 +39,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement, sqltypes
 
@@ -353,6 +352,8 @@ def platform_table(name: str = "surveys_dataset", schema: str | None = None) -> 
     (``parent_id``, ``created_by_id``, ``published_at``, ``nhs_dd_published_date``, the nullable
     ``snomed_*``) are left out and stay as the platform set them.
     """
+    from sqlalchemy.dialects.postgresql import JSONB  # the platform table only: SQLite stores never load it
+
     json = JSON().with_variant(JSONB(), "postgresql")
     return Table(
         name,

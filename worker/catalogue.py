@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
@@ -29,6 +29,9 @@ from worker.problems import Problem, pointer
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 WINDOW_PATTERN = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 TOP_LEVEL_KEYS = frozenset({"datasets", "publish"})
+# Fields whose values repeat across a catalogue's entries: each distinct value is kept once (``_Shared``).
+SHARED_FIELDS = ("description", "category", "source", "tags", "frequency_hours", "format_pattern", "sync_window")
+T = TypeVar("T")
 
 
 class CatalogueError(Exception):
@@ -112,7 +115,7 @@ class _EntryFields(BaseModel):
         return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CatalogueEntry:
     key: str
     name: str
@@ -190,7 +193,8 @@ def parse_window(text: str) -> tuple[time, time] | None:
 def load_catalogue(path: Path, limits: ProfileLimits = DATASYNC_LIMITS) -> Catalogue:
     """The catalogue at ``path``, checked whole, including against the store profile's ``limits``."""
     document, raw_entries = _read(path)
-    entries = [_entry(path, position, raw) for position, raw in enumerate(raw_entries, start=1)]
+    shared = _Shared()
+    entries = [_entry(path, position, raw, shared) for position, raw in enumerate(_consumed(raw_entries), start=1)]
     _check_unique(path, entries)
     for position, entry in enumerate(entries, start=1):
         problem = _beyond_limits(entry, limits)
@@ -212,7 +216,7 @@ def catalogue_problems(path: Path, limits: ProfileLimits = DATASYNC_LIMITS) -> l
     problems = []
     for position, raw in enumerate(raw_entries, start=1):
         try:
-            _entry(path, position, raw)
+            _entry(path, position, raw, _Shared())
         except CatalogueError as exc:
             problems.append(exc)
     if problems:
@@ -264,7 +268,29 @@ def _publish_defaults(path: Path, raw: Any) -> PublishDefaults:
         raise CatalogueError(f"{path}: [publish]: {_describe(exc)}", _problems(exc, "publish")) from exc
 
 
-def _entry(path: Path, position: int, raw: dict[str, Any]) -> CatalogueEntry:
+class _Shared:
+    """One object per distinct value while a catalogue loads: thousands of entries repeat a handful of
+    categories, hosts, tags and source parameters, and a status over a large catalogue holds them all."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Any, Any] = {}
+
+    def __call__(self, value: T) -> T:
+        try:
+            return self._seen.setdefault(value, value)  # type: ignore[no-any-return]
+        except TypeError:  # unhashable (a parameter holding a list): kept as it is
+            return value
+
+
+def _consumed(items: list[T]) -> Iterator[T]:
+    """The items in order, each dropped from ``items`` once taken: a large file's parsed tables are freed
+    while its entries are built, instead of both being held at the peak."""
+    items.reverse()
+    while items:
+        yield items.pop()
+
+
+def _entry(path: Path, position: int, raw: dict[str, Any], shared: _Shared) -> CatalogueEntry:
     where = f"{path}: entry {position}" + (f" (key {raw['key']!r})" if isinstance(raw.get("key"), str) else "")
     common_names = set(_EntryFields.model_fields)
     common = {name: value for name, value in raw.items() if name in common_names}
@@ -285,10 +311,11 @@ def _entry(path: Path, position: int, raw: dict[str, Any]) -> CatalogueEntry:
             f"{where}: field 'url': {problem} (for source {fields.source!r})",
             [Problem("value", problem, pointer("datasets", position - 1, "url"))],
         )
+    values = fields.model_dump(exclude={"allowed_hosts"})
     return CatalogueEntry(
-        params=params,
-        allowed_hosts=frozenset(h.lower() for h in fields.allowed_hosts) | {host_of(fields.url)},
-        **fields.model_dump(exclude={"allowed_hosts"}),
+        params=shared(params),
+        allowed_hosts=shared(frozenset(h.lower() for h in fields.allowed_hosts) | {host_of(fields.url)}),
+        **values | {name: shared(values[name]) for name in SHARED_FIELDS},
     )
 
 

@@ -42,8 +42,8 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Keep NHS Data Dictionary and NHS organisation option lists current in the dataset store.",
 )
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 CatalogueOption = Annotated[
     Path | None, typer.Option("--catalogue", help="Catalogue TOML (default: DATASYNC_CATALOGUE or the shipped one).")
@@ -242,9 +242,11 @@ def sync(
 ) -> None:
     """Sync datasets now, in this process (no broker needed). Exit 1 if any failed."""
     from worker.context import SyncContext, throttle_for
+    from worker.malloc import limit_malloc_arenas
     from worker.pipeline import preview_dataset, sync_dataset
     from worker.scheduling import InProcessRetries
 
+    limit_malloc_arenas()  # before the job threads start
     settings = load_settings(catalogue)
     entries = select_entries(open_catalogue(settings), keys, all_, category)
     ensure_schema(settings)

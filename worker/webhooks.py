@@ -23,10 +23,9 @@ from typing import Any
 
 import requests
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.dialect_insert import conflict_insert
 from models.diff import OptionsDiff
 from models.monitoring import NotifiedState
 from models.schema import SyncState
@@ -186,7 +185,7 @@ def transitions(
     health = health_by_key(sessions, catalogue, settings, now, keys)
     events = []
     with sessions.begin() as session:
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        insert = conflict_insert(session.get_bind().dialect.name)
         session.execute(
             insert(NotifiedState)
             .values([{"dataset_key": key, "state": "", "changed_at": now} for key in sorted(keys)])

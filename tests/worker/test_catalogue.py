@@ -355,3 +355,15 @@ def test_frequency_hours_must_be_within_a_year(tmp_path: Path, hours: str, probl
 def test_json_api_max_pages_is_bounded(tmp_path: Path) -> None:
     message = error_for(tmp_path, FIRST + JSON_ENTRY + "max_pages = 1000000\n")
     assert "entry 2 (key 'nhs_trusts')" in message and "field 'max_pages'" in message
+
+
+def test_entries_share_the_values_they_repeat(tmp_path: Path) -> None:
+    """A status over thousands of entries holds them all: repeated values are one object, entries have no
+    ``__dict__`` (issue 11: a 5,000-entry catalogue held 6 MB, now 2 MB)."""
+    third = second(key="third_list", url="https://www.datadictionary.nhs.uk/data_elements/y.html")
+    first, two, three = load_catalogue(write(tmp_path, FIRST + second(tags=["demographics", "NHS"]) + third)).entries
+    assert two.tags is first.tags and two.category is first.category and two.source is first.source
+    assert two.allowed_hosts is first.allowed_hosts and two.params is first.params
+    assert two.frequency_hours is three.frequency_hours and two.description is three.description
+    assert (two.key, three.key, three.tags) == ("second_list", "third_list", ())
+    assert not hasattr(first, "__dict__")

@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
+
+from tests.upstream import Upstream
 
 
 def run_python(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -22,23 +25,39 @@ def test_version_prints_the_installed_package_version() -> None:
 # load in the commands that use them (issue 11: the start-up time and memory of every command).
 NOT_FOR_HELP = {"celery", "kombu", "redbeat", "alembic", "sqlalchemy", "requests", "urllib3", "redis", "bs4", "lxml"}
 NOT_FOR_HELP |= {"pydantic_settings"}  # the settings are a plain pydantic model over the environment
-HELP_PROBE = """
+# Runs ``datasync`` with the given arguments, then prints every module it loaded (in full, dotted) on stderr.
+PROBE = """
 import sys
-sys.argv = ["datasync", "--help"]
+sys.argv = ["datasync", *sys.argv[1:]]
 from worker.cli import main
 try:
     main()
 finally:
-    print(" ".join(sorted({name.split(".")[0] for name in sys.modules})), file=sys.stderr)
+    print(" ".join(sorted(sys.modules)), file=sys.stderr)
 """
 
 
+def loaded_modules(stderr: str) -> set[str]:
+    """The probe's last line: what the command imported."""
+    return set(stderr.splitlines()[-1].split())
+
+
+def loaded_packages(stderr: str) -> set[str]:
+    return {name.split(".")[0] for name in loaded_modules(stderr)}
+
+
 def test_help_reads_the_settings_without_the_store_http_or_broker_stacks() -> None:
-    result = run_python("-c", HELP_PROBE)
+    result = run_python("-c", PROBE, "--help")
     assert result.returncode == 0, result.stderr
     assert "sync" in result.stdout and "status" in result.stdout
-    loaded = set(result.stderr.split())
-    assert not loaded & NOT_FOR_HELP
+    assert not loaded_packages(result.stderr) & NOT_FOR_HELP
+
+
+def test_help_checks_host_limits_without_the_http_stack_or_parsers() -> None:
+    env = {**os.environ, "DATASYNC_HOST_LIMITS": "www.datadictionary.nhs.uk=2:1"}  # a production setting
+    result = run_python("-c", PROBE, "--help", env=env)
+    assert result.returncode == 0, result.stderr
+    assert not loaded_packages(result.stderr) & NOT_FOR_HELP
 
 
 def test_help_does_not_import_celery_or_alembic() -> None:
@@ -56,3 +75,22 @@ def test_help_still_refuses_a_bad_setting_on_one_line() -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "DATASYNC_HOST_CONCURRENCY" in result.stderr and "DATASYNC_READ_TIMEOUT" in result.stderr
+
+
+# What ``sync`` must run without (issue 11: its peak memory): the broker stacks, the migration tool on a
+# current store, the markup parser the NHS DD extractor replaced, the API server, rich's progress bar off a
+# terminal and its emoji table (the consoles print text as given).
+NOT_FOR_SYNC = {"celery", "kombu", "redbeat", "alembic", "redis", "bs4", "fastapi", "uvicorn", "pydantic_settings"}
+NOT_FOR_SYNC_MODULES = {"rich.progress", "rich._emoji_codes"}
+
+
+def test_sync_loads_only_what_syncing_needs(tmp_path: Path, upstream: Upstream) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("DATASYNC_")}
+    env |= {"DATASYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}", "DATASYNC_URL_REWRITES": upstream.rewrites()}
+    assert run_python("-m", "worker.cli", "migrate", env=env).returncode == 0
+    result = run_python("-c", PROBE, "sync", "ethnic_category", "hospitals_england_wales", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "created: 2" in result.stdout
+    assert not loaded_packages(result.stderr) & NOT_FOR_SYNC
+    assert not loaded_modules(result.stderr) & NOT_FOR_SYNC_MODULES
+    assert "lxml" in loaded_packages(result.stderr)  # the probe saw the sync's own imports
