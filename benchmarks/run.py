@@ -264,7 +264,7 @@ class Bench:
         get_engine(url).dispose()
 
     def scale_celery(self, store: str, size: Size, catalogue: Path) -> None:
-        from benchmarks.celery_path import CeleryWorkers, run_resync
+        from benchmarks.celery_path import CeleryWorkers
 
         keys = [f"bench_{index}" for index in range(size.n)]
         samples: dict[str, list[dict[str, Any]]] = {}
@@ -277,11 +277,12 @@ class Bench:
             with CeleryWorkers(env, log_dir) as workers:
                 for repeat in range(size.repeats):
                     empty_store(url)
-                    samples.setdefault("full sync (first)", []).append(run_resync(keys))
-                    samples.setdefault("unchanged re-sync (304)", []).append(run_resync(keys))
+                    samples.setdefault("full sync (first)", []).append(workers.resync(keys))
+                    samples.setdefault("unchanged re-sync (304)", []).append(workers.resync(keys))
                     change_pages(upstream, changed(size.n, repeat), SMALL_PAGE, repeat + 1)
-                    samples.setdefault("5 % changed", []).append(run_resync(keys))
-                    samples.setdefault("forced (--refetch)", []).append(run_resync(keys, force=True, refetch=True))
+                    samples.setdefault("5 % changed", []).append(workers.resync(keys))
+                    forced = workers.resync(keys, force=True, refetch=True)
+                    samples.setdefault("forced (--refetch)", []).append(forced)
                 peaks = workers.peak_rss_mb()
         for phase, runs in samples.items():
             self.results.scale.append(summary(runs, store=store, path="Celery ×2", n=size.n, phase=phase))
@@ -311,7 +312,7 @@ class Bench:
         self.results.mixed.append(mixed_summary(runs, "CLI (`sync --all`, --jobs 4), SQLite"))
 
     def mixed_celery(self, catalogue: Path) -> None:
-        from benchmarks.celery_path import CeleryWorkers, run_resync
+        from benchmarks.celery_path import CeleryWorkers
         from worker.catalogue import load_catalogue
 
         keys = [entry.key for entry in load_catalogue(catalogue).entries]
@@ -322,11 +323,11 @@ class Bench:
             env = self.env(url, catalogue, upstream, lifted=False) | {"DATASYNC_BROKER_URL": self.broker_url()}
             log_dir = self.scratch / "celery-mixed"
             log_dir.mkdir()
-            with CeleryWorkers(env, log_dir):
+            with CeleryWorkers(env, log_dir) as workers:
                 for _ in range(self.plan.mixed_repeats):
                     empty_store(url)
                     upstream.arrivals.clear()
-                    runs.append(run_resync(keys) | host_bound(upstream))
+                    runs.append(workers.resync(keys) | host_bound(upstream))
         self.results.mixed.append(mixed_summary(runs, "Celery (2 `datasync worker`, `resync --all`), PostgreSQL"))
 
     # -- threads
