@@ -42,7 +42,8 @@ class CeleryWorkers:
         for index in range(WORKERS):
             log = (self.log_dir / f"worker-{index}.log").open("w")  # noqa: SIM115 - closed in __exit__
             self.logs.append(log)
-            command = [sys.executable, "-m", "benchmarks.worker_sql", "worker", "--loglevel=INFO", "-n", f"bench{index}@%h"]
+            command = [sys.executable, "-m", "benchmarks.worker_sql", "worker", "--loglevel=INFO"]
+            command += ["-n", f"bench{index}@%h"]
             self.processes.append(
                 subprocess.Popen(
                     [*command, "--without-mingle", "--without-gossip"],
@@ -100,7 +101,8 @@ def run_resync(keys: list[str], *, force: bool = False, refetch: bool = False, t
 
     started = time.perf_counter()
     results = enqueue_syncs(keys, force, "manual", refetch=refetch)
+    enqueued = time.perf_counter()
     payloads = ResultSet(results).join_native(timeout=timeout, propagate=False)
     wall = time.perf_counter() - started
     statuses = Counter(p.get("status", "?") if isinstance(p, dict) else "task_error" for p in payloads)
-    return {"wall_s": wall, "datasets": len(keys), "statuses": dict(statuses)}
+    return {"wall_s": wall, "enqueue_s": enqueued - started, "datasets": len(keys), "statuses": dict(statuses)}

@@ -55,23 +55,30 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 LATENCY = 0.1  # the mixed-host scenario's injected upstream latency, seconds
 CHANGED_SHARE = 20  # every 20th dataset changes in the "5 % changed" phase
+ONE_THREAD = SyncCommand(jobs=1, force=True)
+
+
+EVERY_PHASE = "every phase"
+GROWTH_PHASES = "full sync, unchanged re-sync, status"  # the phases that show growth, for a short run
+PATHS = ("CLI", "Celery")
+PATH_LABELS = {"CLI": "CLI", "Celery": "Celery ×2"}
+STORES = ("sqlite", "postgresql")
 
 
 @dataclass(frozen=True)
 class Size:
-    """One catalogue size of the scale section: how often, on which stores and paths, which phases."""
+    """One catalogue size of the scale section, run on both stores and both paths."""
 
     n: int
     repeats: int
-    stores: tuple[str, ...] = ("sqlite", "postgresql")
-    celery: bool = True
-    every_phase: bool = True  # False: full sync, unchanged re-sync and status only
+    phases: str = EVERY_PHASE
+    fit: bool = False  # True: as many repeats as fit the run's time budget (at least one, at most ``repeats``)
 
 
 @dataclass(frozen=True)
 class Plan:
     sizes: tuple[Size, ...]
-    stores: tuple[str, ...] = ("sqlite", "postgresql")  # of the --jobs section
+    stores: tuple[str, ...] = STORES  # of the --jobs section
     mixed_repeats: int = 5
     mixed_nhs: int | None = None  # None: all 57 fixture pages
     mixed_rcpch: int | None = None  # None: all 7 lists
@@ -82,16 +89,15 @@ class Plan:
     process_repeats: int = 5
 
 
-# The full run keeps to ~20 min on an idle 2-core machine: 5 repeats at N = 100; one run at 1,000;
-# at 10,000 one run of the three phases that show growth (SQLite, CLI), as a first sync alone costs
-# N times the per-dataset store bookkeeping.
-FULL = Plan(
-    sizes=(
-        Size(100, 5),
-        Size(1000, 1, celery=False),
-        Size(10_000, 1, stores=("sqlite",), celery=False, every_phase=False),
-    )
-)
+def full_plan(repeats: int) -> Plan:
+    """Every phase at every N on both stores and paths, ``repeats`` times each (``--full`` = 5)."""
+    return Plan(sizes=tuple(Size(n, repeats) for n in (100, 1000, 10_000)))
+
+
+# The default run keeps to 30 min on an idle 2-core machine: every phase 5 times at N = 100 and 1,000 on
+# both stores and paths, then at 10,000 the phases that show growth on both stores and paths, as many
+# times as the budget leaves room for (a repeat there costs ~10 min: N times each path's per-dataset cost).
+DEFAULT = Plan(sizes=(Size(100, 5), Size(1000, 5), Size(10_000, 5, phases=GROWTH_PHASES, fit=True)))
 QUICK = Plan(
     sizes=(Size(20, 1),),
     mixed_repeats=1,
@@ -103,6 +109,26 @@ QUICK = Plan(
     parse_seconds=0.05,
     process_repeats=1,
 )
+BUDGET_MINUTES = 30.0
+
+# Seconds per dataset for one repeat, by path and store, measured on the project's 2-core machine
+# (2026-12-01, load average ~2-4 from other work; an idle machine is faster): the runtime estimate printed at
+# the start, and the cost of a size the run has not measured yet. Once a size has run, the next size's cost is
+# estimated from the phases it measured (growth is linear).
+COST_PER_DATASET = {
+    (EVERY_PHASE, "CLI", "sqlite"): 0.022,
+    (EVERY_PHASE, "CLI", "postgresql"): 0.028,
+    (EVERY_PHASE, "Celery", "sqlite"): 0.045,
+    (EVERY_PHASE, "Celery", "postgresql"): 0.045,
+    (GROWTH_PHASES, "CLI", "sqlite"): 0.009,
+    (GROWTH_PHASES, "CLI", "postgresql"): 0.011,
+    (GROWTH_PHASES, "Celery", "sqlite"): 0.020,
+    (GROWTH_PHASES, "Celery", "postgresql"): 0.022,
+}
+COST_PER_REPEAT = {"CLI": 1.5, "Celery": 0.5}  # seconds: emptying the store, status's process start
+COST_PER_SET = {"CLI": 3.0, "Celery": 10.0}  # seconds: a store, an upstream, the workers' start
+COST_OF_SECTION = {"mixed": 330.0, "jobs": 20.0, "parse": 25.0, "process": 60.0}  # seconds, at the default plan
+
 SECTIONS = ("scale", "mixed", "jobs", "parse", "process")
 
 
@@ -173,10 +199,13 @@ def status_command(env: dict[str, str]) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, plan: Plan, scratch: Path) -> None:
+    def __init__(self, plan: Plan, scratch: Path, budget_s: float = BUDGET_MINUTES * 60, reserve_s: float = 0) -> None:
         self.plan = plan
         self.scratch = scratch
         self.results = Results()
+        self.budget_s = budget_s
+        self.deadline = time.monotonic() + budget_s
+        self.reserve_s = reserve_s  # what the sections after the scale one are expected to take
         self._postgres: Any = None
         self._redis: Any = None
         self._stores = 0
@@ -227,35 +256,62 @@ class Bench:
 
     def scale(self) -> None:
         for size in self.plan.sizes:
+            repeats = self.repeats_of(size)
             catalogue = write_synthetic_catalogue(self.scratch / f"synthetic-{size.n}.toml", size.n)
-            for store in size.stores:
-                with noted(self.results, f"scale, {store}, CLI, N={size.n}"):
-                    self.scale_cli(store, size, catalogue)
-                if size.celery:
-                    with noted(self.results, f"scale, {store}, Celery, N={size.n}"):
-                        self.scale_celery(store, size, catalogue)
+            for store in STORES:
+                with noted(self.results, f"scale, {store}, CLI, N={size.n}, {repeats} × {size.phases}"):
+                    self.scale_cli(store, size, repeats, catalogue)
+                with noted(self.results, f"scale, {store}, Celery, N={size.n}, {repeats} × {size.phases}"):
+                    self.scale_celery(store, size, repeats, catalogue)
 
-    def scale_cli(self, store: str, size: Size, catalogue: Path) -> None:
+    def repeats_of(self, size: Size) -> int:
+        """The size's repeats; for a ``fit`` size as many as the time left allows, at least one."""
+        if not size.fit:
+            return size.repeats
+        left = self.deadline - time.monotonic() - self.reserve_s
+        one_repeat = sum(self.estimate(size.n, size.phases, path, store) for path in PATHS for store in STORES)
+        setup = sum(COST_PER_SET[path] for path in PATHS for _ in STORES)
+        repeats = max(1, min(size.repeats, int((left - setup) // one_repeat)))
+        self.results.notes.append(
+            f"N = {size.n:,}: {repeats} repeat(s) of {size.phases} on each store and path, as many as fit the "
+            f"{self.budget_s / 60:.0f}-min budget (one repeat of all four estimated at {one_repeat / 60:.1f} min "
+            f"from this run's smaller N; {max(left, 0) / 60:.1f} min were left). `--full` runs every phase 5 times."
+        )
+        return repeats
+
+    def estimate(self, n: int, phases: str, path: str, store: str) -> float:
+        """Seconds for one repeat at ``n``: from the largest N this run measured on the path and store, else
+        from the recorded per-dataset cost."""
+        label = PATH_LABELS[path]
+        rows = [r for r in self.results.scale if r["path"] == label and r["store"] == store]
+        if rows:
+            largest = max(r["n"] for r in rows)
+            wanted = phases_of(path, phases)
+            cost = sum(r["ms_per_dataset"] / 1000 for r in rows if r["n"] == largest and r["phase"] in wanted)
+        else:
+            cost = COST_PER_DATASET[phases, path, store]
+        return n * cost + COST_PER_REPEAT[path]
+
+    def scale_cli(self, store: str, size: Size, repeats: int, catalogue: Path) -> None:
         samples: dict[str, list[dict[str, Any]]] = {}
+        every = size.phases == EVERY_PHASE
         with Upstream() as upstream:
             serve_synthetic(upstream, size.n, SMALL_PAGE)
             url = self.store_url(store)
             env = self.env(url, catalogue, upstream)
             with cli_process(env) as ask:
-                for repeat in range(size.repeats):
+                for repeat in range(repeats):
                     empty_store(url)
-                    samples.setdefault("full sync (first)", []).append(ask(SyncCommand()))
-                    samples.setdefault("unchanged re-sync (304)", []).append(ask(SyncCommand(force=True)))
-                    if size.every_phase:
-                        one_thread = ask(SyncCommand(jobs=1, force=True))
-                        samples.setdefault("unchanged re-sync (304), --jobs 1", []).append(one_thread)
+                    measured(samples, "full sync (first)", lambda: ask(SyncCommand()))
+                    measured(samples, "unchanged re-sync (304)", lambda: ask(SyncCommand(force=True)))
+                    if every:
+                        measured(samples, "unchanged re-sync (304), --jobs 1", lambda: ask(ONE_THREAD))
                         change_pages(upstream, changed(size.n, repeat), SMALL_PAGE, repeat + 1)
-                        samples.setdefault("5 % changed", []).append(ask(SyncCommand(force=True)))
-                        forced = ask(SyncCommand(force=True, refetch=True))
-                        samples.setdefault("forced (--refetch)", []).append(forced)
-                    samples.setdefault("status", []).append(status_command(env))
+                        measured(samples, "5 % changed", lambda: ask(SyncCommand(force=True)))
+                        measured(samples, "forced (--refetch)", lambda: ask(SyncCommand(force=True, refetch=True)))
+                    measured(samples, "status", lambda: status_command(env))
                 peak = ask("peak")
-        labels = {"store": store, "path": "CLI", "n": size.n}
+        labels = {"store": store, "path": PATH_LABELS["CLI"], "n": size.n}
         for phase, runs in samples.items():
             self.results.scale.append(summary(runs, **labels, phase=phase))
         self.results.rss.append(labels | {"process": "datasync sync", "mb": peak})
@@ -263,11 +319,12 @@ class Bench:
         self.results.rss.append(labels | {"process": "datasync status", "mb": status_peak})
         get_engine(url).dispose()
 
-    def scale_celery(self, store: str, size: Size, catalogue: Path) -> None:
+    def scale_celery(self, store: str, size: Size, repeats: int, catalogue: Path) -> None:
         from benchmarks.celery_path import CeleryWorkers
 
         keys = [f"bench_{index}" for index in range(size.n)]
         samples: dict[str, list[dict[str, Any]]] = {}
+        every = size.phases == EVERY_PHASE
         with Upstream() as upstream:
             serve_synthetic(upstream, size.n, SMALL_PAGE)
             url = self.store_url(store)
@@ -275,19 +332,20 @@ class Bench:
             log_dir = self.scratch / f"celery-{store}-{size.n}"
             log_dir.mkdir()
             with CeleryWorkers(env, log_dir) as workers:
-                for repeat in range(size.repeats):
+                for repeat in range(repeats):
                     empty_store(url)
-                    samples.setdefault("full sync (first)", []).append(workers.resync(keys))
-                    samples.setdefault("unchanged re-sync (304)", []).append(workers.resync(keys))
-                    change_pages(upstream, changed(size.n, repeat), SMALL_PAGE, repeat + 1)
-                    samples.setdefault("5 % changed", []).append(workers.resync(keys))
-                    forced = workers.resync(keys, force=True, refetch=True)
-                    samples.setdefault("forced (--refetch)", []).append(forced)
+                    measured(samples, "full sync (first)", lambda: workers.resync(keys))
+                    measured(samples, "unchanged re-sync (304)", lambda: workers.resync(keys))
+                    if every:
+                        change_pages(upstream, changed(size.n, repeat), SMALL_PAGE, repeat + 1)
+                        measured(samples, "5 % changed", lambda: workers.resync(keys))
+                        measured(samples, "forced (--refetch)", lambda: workers.resync(keys, force=True, refetch=True))
                 peaks = workers.peak_rss_mb()
+        labels = {"store": store, "path": PATH_LABELS["Celery"], "n": size.n}
         for phase, runs in samples.items():
-            self.results.scale.append(summary(runs, store=store, path="Celery ×2", n=size.n, phase=phase))
+            self.results.scale.append(summary(runs, **labels, phase=phase))
         for process, mb in peaks.items():
-            self.results.rss.append({"store": store, "path": "Celery ×2", "n": size.n, "process": process, "mb": mb})
+            self.results.rss.append(labels | {"process": process, "mb": mb})
         get_engine(url).dispose()
 
     # -- the mixed-host scenario
@@ -368,16 +426,35 @@ class Bench:
             self.results.process = list(process_bench.measure(repeats=self.plan.process_repeats))
 
 
+def phases_of(path: str, phases: str) -> tuple[str, ...]:
+    """The phases a path runs in a repeat of ``phases`` (status is a CLI command: it runs on the CLI path)."""
+    growth = ("full sync (first)", "unchanged re-sync (304)")
+    if path == "CLI":
+        every = (*growth, "unchanged re-sync (304), --jobs 1", "5 % changed", "forced (--refetch)", "status")
+        return every if phases == EVERY_PHASE else (*growth, "status")
+    return (*growth, "5 % changed", "forced (--refetch)") if phases == EVERY_PHASE else growth
+
+
+def measured(samples: dict[str, list[dict[str, Any]]], phase: str, run: Callable[[], dict[str, Any]]) -> None:
+    """One run of a phase, with the machine's 1-minute load average as it started."""
+    load_at_start = os.getloadavg()[0]
+    samples.setdefault(phase, []).append(run() | {"load": load_at_start})
+
+
 def changed(n: int, repeat: int) -> range:
     """The 5 % of datasets that change in this repeat (a different share each time)."""
     return range(repeat % CHANGED_SHARE, n, CHANGED_SHARE)
 
 
 def summary(runs: list[dict[str, Any]], **labels: Any) -> dict[str, Any]:
-    """Median wall time of the repeats, per-dataset costs, and SQL per dataset (where counted)."""
-    wall = statistics.median(run["wall_s"] for run in runs)
-    n = labels["n"]
+    """Median wall time of the repeats (with their range and load), per-dataset costs, SQL per dataset."""
+    walls = [run["wall_s"] for run in runs]
+    wall, n = statistics.median(walls), labels["n"]
     row = labels | {"repeats": len(runs), "wall_s": wall, "ms_per_dataset": wall / n * 1000, "per_s": n / wall}
+    loads = [run["load"] for run in runs]
+    row |= {"wall_range": (min(walls), max(walls)), "load_range": (min(loads), max(loads))}
+    if "enqueue_s" in runs[0]:
+        row["enqueue_s"] = statistics.median(run["enqueue_s"] for run in runs)
     statuses: Counter[str] = Counter()
     for run in runs:
         statuses.update(run["statuses"])
@@ -427,9 +504,55 @@ def default_setting(name: str) -> float:
     return float(Settings.model_fields[name].default)
 
 
+def expected_seconds(plan: Plan, sections: list[str], budget_s: float) -> float:
+    """The run's expected wall time on the project's 2-core machine (recorded per-dataset costs)."""
+    fixed = sum(COST_OF_SECTION.get(name, 0.0) for name in sections)
+    if "scale" not in sections:
+        return fixed
+    total = fixed
+    for size in plan.sizes:
+        sets = [(path, store) for path in PATHS for store in STORES]
+        one_repeat = sum(size.n * COST_PER_DATASET[size.phases, p, s] + COST_PER_REPEAT[p] for p, s in sets)
+        setup = sum(COST_PER_SET[path] for path, _ in sets)
+        repeats = size.repeats
+        if size.fit:  # what fits the budget after everything else, at least one
+            repeats = max(1, min(size.repeats, int((budget_s - total - setup) // one_repeat)))
+        total += setup + repeats * one_repeat
+    return total
+
+
+def describe(size: Size) -> str:
+    repeats = f"up to {size.repeats} (as many as fit)" if size.fit else str(size.repeats)
+    return f"{repeats} × {size.phases}"
+
+
+def mode(args: argparse.Namespace) -> str:
+    if args.quick:
+        return "--quick"
+    if args.full or args.repeats:
+        return f"--repeats {args.repeats or 5} (full)"
+    return f"default run ({args.budget_minutes:.0f}-min budget)"
+
+
+def choose_plan(args: argparse.Namespace) -> Plan:
+    if args.quick:
+        return QUICK
+    if args.full or args.repeats:
+        return full_plan(args.repeats or 5)
+    return DEFAULT
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run, not figures")
+    parser.add_argument("--full", action="store_true", help="every phase 5 times at every N (~2 h on 2 cores)")
+    parser.add_argument("--repeats", type=int, help="every phase this many times at every N (--full = 5)")
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=BUDGET_MINUTES,
+        help="the default run's time budget: N = 10,000 gets as many repeats as fit (at least one)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the results (RESULTS.md)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     parser.add_argument("--max-n", type=int, help="leave out the scale sizes above this N (a machine under load)")
@@ -437,15 +560,26 @@ def main(argv: list[str] | None = None) -> None:
     sections = [name.strip() for name in args.sections.split(",") if name.strip()]
     if unknown := set(sections) - set(SECTIONS):
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
-    plan = QUICK if args.quick else FULL
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    plan = choose_plan(args)
     left_out = [size.n for size in plan.sizes if args.max_n is not None and size.n > args.max_n]
     plan = replace(plan, sizes=tuple(size for size in plan.sizes if size.n not in left_out))
+    budget_s = args.budget_minutes * 60
+    expected = expected_seconds(plan, sections, budget_s)
+    print(
+        f"expected runtime ~{expected / 60:.0f} min on the project's 2-core machine (longer under load); "
+        f"scale sizes: {', '.join(f'N={size.n:,} {describe(size)}' for size in plan.sizes)}",
+        file=sys.stderr,
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # servers and workers are stopped on the way out
     from benchmarks.report import render
 
     started, when, start_load = time.monotonic(), datetime.now(UTC), load()
     with tempfile.TemporaryDirectory(prefix="datasync-bench-") as scratch:
-        bench = Bench(plan, Path(scratch))
+        later = sections[sections.index("scale") + 1 :] if "scale" in sections else []
+        bench = Bench(plan, Path(scratch), budget_s, reserve_s=sum(COST_OF_SECTION.get(name, 0.0) for name in later))
         bench.results.notes += [f"N = {n:,}: left out of this run with `--max-n {args.max_n}`." for n in left_out]
         try:
             for name in sections:
@@ -458,7 +592,7 @@ def main(argv: list[str] | None = None) -> None:
             bench.close()
     machine = (
         f"{when:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{'--quick' if args.quick else 'full run'}, {time.monotonic() - started:.0f} s in all; "
+        f"{mode(args)}, {time.monotonic() - started:.0f} s in all (expected ~{expected:.0f} s); "
         f"load average (1/5/15 min) at the start {start_load}"
     )
     text = render(bench.results, machine, sections)
