@@ -122,8 +122,8 @@ def statistic(row: dict[str, Any]) -> str:
 
 
 def load_range(row: dict[str, Any]) -> str:
-    low, high = row["load_range"]
-    return f"{low:.1f}" if row["repeats"] == 1 else f"{low:.1f}-{high:.1f}"
+    low, high = (f"{load:.1f}" for load in row["load_range"])
+    return low if low == high else f"{low}-{high}"
 
 
 def scale_table(results: Results) -> list[str]:

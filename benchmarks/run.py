@@ -1,15 +1,19 @@
 """Issue 11's benchmark table: every figure beside its baseline, measured in one run on this machine.
 
-    bash scripts/bench            # the full run (~20 min on 2 cores); rewrites benchmarks/RESULTS.md
-    bash scripts/bench --quick    # a smoke run at tiny sizes (a minute or two)
+    bash scripts/bench            # the default run (<= 30 min on an idle 2-core machine); rewrites RESULTS.md
+    bash scripts/bench --full     # every phase 5 times at every N, 10,000 included (~2 h 20 min)
+    bash scripts/bench --quick    # a smoke run at tiny sizes (a few minutes)
 
 Sections: the scale phases (full sync, unchanged re-sync, 5 % changed, forced, status) at N = 100,
 1,000 and 10,000 on SQLite and PostgreSQL, for the in-process CLI path and for two Celery worker
-processes on Redis; the mixed-host scenario against its busiest host's rate bound; ``--jobs 4``
-against ``--jobs 1`` on a CPU-bound first sync; the NHS DD parser against a naive extraction
-(``parse_bench``); and ``benchmarks/process_bench.py``'s start-up and memory rows.
-Every server is real and local (tests/upstream.py, tests/servers.py); each figure is a median over
-the repeats named beside it, with the machine's load average noted per section.
+processes on Redis, SQL counted in both (``benchmarks/worker_sql.py`` in the workers); the default
+run does every phase 5 times at 100 and 1,000 and, at 10,000, the phases that show growth as many
+times as its time budget allows (``--budget-minutes``); the mixed-host scenario against its busiest
+host's rate bound; ``--jobs 4`` against ``--jobs 1`` on a CPU-bound first sync; the NHS DD parser
+against a naive extraction (``parse_bench``); and ``benchmarks/process_bench.py``'s start-up and
+memory rows. Every server is real and local (tests/upstream.py, tests/servers.py); each figure is a
+median over the repeats named beside it (one run is marked as one run), with the machine's load
+average noted per run and per section.
 """
 
 from __future__ import annotations
@@ -59,7 +63,9 @@ ONE_THREAD = SyncCommand(jobs=1, force=True)
 
 
 EVERY_PHASE = "every phase"
-GROWTH_PHASES = "full sync, unchanged re-sync, status"  # the phases that show growth, for a short run
+# The phases that show growth, for a short run: CLI full sync, unchanged re-sync and status; Celery the
+# unchanged re-sync on the store the CLI path has just synced.
+GROWTH_PHASES = "growth phases"
 PATHS = ("CLI", "Celery")
 PATH_LABELS = {"CLI": "CLI", "Celery": "Celery ×2"}
 STORES = ("sqlite", "postgresql")
@@ -209,6 +215,7 @@ class Bench:
         self._postgres: Any = None
         self._redis: Any = None
         self._stores = 0
+        self._changes = 0
 
     def close(self) -> None:
         if self._redis is not None:
@@ -259,10 +266,15 @@ class Bench:
             repeats = self.repeats_of(size)
             catalogue = write_synthetic_catalogue(self.scratch / f"synthetic-{size.n}.toml", size.n)
             for store in STORES:
-                with noted(self.results, f"scale, {store}, CLI, N={size.n}, {repeats} × {size.phases}"):
-                    self.scale_cli(store, size, repeats, catalogue)
-                with noted(self.results, f"scale, {store}, Celery, N={size.n}, {repeats} × {size.phases}"):
-                    self.scale_celery(store, size, repeats, catalogue)
+                with Upstream() as upstream:  # one upstream and store for both paths: see scale_celery
+                    serve_synthetic(upstream, size.n, SMALL_PAGE)
+                    url = self.store_url(store)
+                    env = self.env(url, catalogue, upstream)
+                    with noted(self.results, f"scale, {store}, CLI, N={size.n}, {repeats} × {size.phases}"):
+                        self.scale_cli(store, size, repeats, upstream, env)
+                    with noted(self.results, f"scale, {store}, Celery, N={size.n}, {repeats} × {size.phases}"):
+                        self.scale_celery(store, size, repeats, upstream, env)
+                get_engine(url).dispose()
 
     def repeats_of(self, size: Size) -> int:
         """The size's repeats; for a ``fit`` size as many as the time left allows, at least one."""
@@ -292,61 +304,58 @@ class Bench:
             cost = COST_PER_DATASET[phases, path, store]
         return n * cost + COST_PER_REPEAT[path]
 
-    def scale_cli(self, store: str, size: Size, repeats: int, catalogue: Path) -> None:
+    def scale_cli(self, store: str, size: Size, repeats: int, upstream: Upstream, env: dict[str, str]) -> None:
         samples: dict[str, list[dict[str, Any]]] = {}
         every = size.phases == EVERY_PHASE
-        with Upstream() as upstream:
-            serve_synthetic(upstream, size.n, SMALL_PAGE)
-            url = self.store_url(store)
-            env = self.env(url, catalogue, upstream)
-            with cli_process(env) as ask:
-                for repeat in range(repeats):
-                    empty_store(url)
-                    measured(samples, "full sync (first)", lambda: ask(SyncCommand()))
-                    measured(samples, "unchanged re-sync (304)", lambda: ask(SyncCommand(force=True)))
-                    if every:
-                        measured(samples, "unchanged re-sync (304), --jobs 1", lambda: ask(ONE_THREAD))
-                        change_pages(upstream, changed(size.n, repeat), SMALL_PAGE, repeat + 1)
-                        measured(samples, "5 % changed", lambda: ask(SyncCommand(force=True)))
-                        measured(samples, "forced (--refetch)", lambda: ask(SyncCommand(force=True, refetch=True)))
-                    measured(samples, "status", lambda: status_command(env))
-                peak = ask("peak")
+        with cli_process(env) as ask:
+            for _ in range(repeats):
+                empty_store(env["DATASYNC_DATABASE_URL"])
+                measured(samples, "full sync (first)", lambda: ask(SyncCommand()))
+                measured(samples, "unchanged re-sync (304)", lambda: ask(SyncCommand(force=True)))
+                if every:
+                    measured(samples, "unchanged re-sync (304), --jobs 1", lambda: ask(ONE_THREAD))
+                    self.change_pages(upstream, size.n)
+                    measured(samples, "5 % changed", lambda: ask(SyncCommand(force=True)))
+                    measured(samples, "forced (--refetch)", lambda: ask(SyncCommand(force=True, refetch=True)))
+                measured(samples, "status", lambda: status_command(env))
+            peak = ask("peak")
         labels = {"store": store, "path": PATH_LABELS["CLI"], "n": size.n}
         for phase, runs in samples.items():
             self.results.scale.append(summary(runs, **labels, phase=phase))
         self.results.rss.append(labels | {"process": "datasync sync", "mb": peak})
         status_peak = max(run["rss_mb"] for run in samples["status"])
         self.results.rss.append(labels | {"process": "datasync status", "mb": status_peak})
-        get_engine(url).dispose()
 
-    def scale_celery(self, store: str, size: Size, repeats: int, catalogue: Path) -> None:
+    def scale_celery(self, store: str, size: Size, repeats: int, upstream: Upstream, env: dict[str, str]) -> None:
+        """Every phase from an emptied store per repeat; the short plan measures the unchanged re-sync only,
+        on the store the CLI path has just synced (a Celery first sync at 10,000 costs minutes)."""
         from benchmarks.celery_path import CeleryWorkers
 
         keys = [f"bench_{index}" for index in range(size.n)]
         samples: dict[str, list[dict[str, Any]]] = {}
-        every = size.phases == EVERY_PHASE
-        with Upstream() as upstream:
-            serve_synthetic(upstream, size.n, SMALL_PAGE)
-            url = self.store_url(store)
-            env = self.env(url, catalogue, upstream) | {"DATASYNC_BROKER_URL": self.broker_url()}
-            log_dir = self.scratch / f"celery-{store}-{size.n}"
-            log_dir.mkdir()
-            with CeleryWorkers(env, log_dir) as workers:
-                for repeat in range(repeats):
-                    empty_store(url)
+        log_dir = self.scratch / f"celery-{store}-{size.n}"
+        log_dir.mkdir()
+        with CeleryWorkers(env | {"DATASYNC_BROKER_URL": self.broker_url()}, log_dir) as workers:
+            for _ in range(repeats):
+                if size.phases == EVERY_PHASE:
+                    empty_store(env["DATASYNC_DATABASE_URL"])
                     measured(samples, "full sync (first)", lambda: workers.resync(keys))
-                    measured(samples, "unchanged re-sync (304)", lambda: workers.resync(keys))
-                    if every:
-                        change_pages(upstream, changed(size.n, repeat), SMALL_PAGE, repeat + 1)
-                        measured(samples, "5 % changed", lambda: workers.resync(keys))
-                        measured(samples, "forced (--refetch)", lambda: workers.resync(keys, force=True, refetch=True))
-                peaks = workers.peak_rss_mb()
+                measured(samples, "unchanged re-sync (304)", lambda: workers.resync(keys))
+                if size.phases == EVERY_PHASE:
+                    self.change_pages(upstream, size.n)
+                    measured(samples, "5 % changed", lambda: workers.resync(keys))
+                    measured(samples, "forced (--refetch)", lambda: workers.resync(keys, force=True, refetch=True))
+            peaks = workers.peak_rss_mb()
         labels = {"store": store, "path": PATH_LABELS["Celery"], "n": size.n}
         for phase, runs in samples.items():
             self.results.scale.append(summary(runs, **labels, phase=phase))
         for process, mb in peaks.items():
             self.results.rss.append(labels | {"process": process, "mb": mb})
-        get_engine(url).dispose()
+
+    def change_pages(self, upstream: Upstream, n: int) -> None:
+        """Give 5 % of the pages a new label: a different 5 % and a new generation each time."""
+        self._changes += 1
+        change_pages(upstream, range(self._changes % CHANGED_SHARE, n, CHANGED_SHARE), SMALL_PAGE, self._changes)
 
     # -- the mixed-host scenario
 
@@ -432,18 +441,13 @@ def phases_of(path: str, phases: str) -> tuple[str, ...]:
     if path == "CLI":
         every = (*growth, "unchanged re-sync (304), --jobs 1", "5 % changed", "forced (--refetch)", "status")
         return every if phases == EVERY_PHASE else (*growth, "status")
-    return (*growth, "5 % changed", "forced (--refetch)") if phases == EVERY_PHASE else growth
+    return (*growth, "5 % changed", "forced (--refetch)") if phases == EVERY_PHASE else growth[1:]
 
 
 def measured(samples: dict[str, list[dict[str, Any]]], phase: str, run: Callable[[], dict[str, Any]]) -> None:
     """One run of a phase, with the machine's 1-minute load average as it started."""
     load_at_start = os.getloadavg()[0]
     samples.setdefault(phase, []).append(run() | {"load": load_at_start})
-
-
-def changed(n: int, repeat: int) -> range:
-    """The 5 % of datasets that change in this repeat (a different share each time)."""
-    return range(repeat % CHANGED_SHARE, n, CHANGED_SHARE)
 
 
 def summary(runs: list[dict[str, Any]], **labels: Any) -> dict[str, Any]:
