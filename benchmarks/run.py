@@ -1,7 +1,7 @@
 """Issue 11's benchmark table: every figure beside its baseline, measured in one run on this machine.
 
     bash scripts/bench            # the default run (<= 30 min on an idle 2-core machine); rewrites RESULTS.md
-    bash scripts/bench --full     # every phase 5 times at every N, 10,000 included (~2 h 20 min)
+    bash scripts/bench --full     # every phase 5 times at every N, 10,000 included (~2 h 45 min)
     bash scripts/bench --quick    # a smoke run at tiny sizes (a few minutes)
 
 Sections: the scale phases (full sync, unchanged re-sync, 5 % changed, forced, status) at N = 100,
@@ -117,20 +117,23 @@ QUICK = Plan(
 )
 BUDGET_MINUTES = 30.0
 
-# Seconds per dataset for one repeat, by path and store, measured on the project's 2-core machine
-# (2026-12-01, load average ~2-4 from other work; an idle machine is faster): the runtime estimate printed at
-# the start, and the cost of a size the run has not measured yet. Once a size has run, the next size's cost is
-# estimated from the phases it measured (growth is linear).
+# Seconds per dataset for one repeat, by path and store, on the project's 2-core machine when nearly idle
+# (load average ~1-2; 2026-12-01): the runtime estimate printed at the start, and the cost of a size the run
+# has not measured yet. Once a size has run, the next size's cost is estimated from the phases it measured.
 COST_PER_DATASET = {
-    (EVERY_PHASE, "CLI", "sqlite"): 0.022,
-    (EVERY_PHASE, "CLI", "postgresql"): 0.028,
-    (EVERY_PHASE, "Celery", "sqlite"): 0.045,
-    (EVERY_PHASE, "Celery", "postgresql"): 0.045,
-    (GROWTH_PHASES, "CLI", "sqlite"): 0.009,
-    (GROWTH_PHASES, "CLI", "postgresql"): 0.011,
-    (GROWTH_PHASES, "Celery", "sqlite"): 0.020,
-    (GROWTH_PHASES, "Celery", "postgresql"): 0.022,
+    (EVERY_PHASE, "CLI", "sqlite"): 0.020,
+    (EVERY_PHASE, "CLI", "postgresql"): 0.027,
+    (EVERY_PHASE, "Celery", "sqlite"): 0.040,
+    (EVERY_PHASE, "Celery", "postgresql"): 0.038,
+    (GROWTH_PHASES, "CLI", "sqlite"): 0.0085,
+    (GROWTH_PHASES, "CLI", "postgresql"): 0.0106,
+    (GROWTH_PHASES, "Celery", "sqlite"): 0.0075,
+    (GROWTH_PHASES, "Celery", "postgresql"): 0.0086,
 }
+# Growth that is not linear: a worker pool process parses the whole catalogue on its first task and is
+# recycled every 100 tasks (DATASYNC_MAX_TASKS_PER_CHILD), so each Celery sync costs a further
+# N × this (~0.6 s per 10,000 entries, over 100 tasks).
+CELERY_RELOAD_PER_ENTRY = 0.6 / 10_000 / 100
 COST_PER_REPEAT = {"CLI": 1.5, "Celery": 0.5}  # seconds: emptying the store, status's process start
 COST_PER_SET = {"CLI": 3.0, "Celery": 10.0}  # seconds: a store, an upstream, the workers' start
 COST_OF_SECTION = {"mixed": 330.0, "jobs": 20.0, "parse": 25.0, "process": 60.0}  # seconds, at the default plan
@@ -294,15 +297,13 @@ class Bench:
     def estimate(self, n: int, phases: str, path: str, store: str) -> float:
         """Seconds for one repeat at ``n``: from the largest N this run measured on the path and store, else
         from the recorded per-dataset cost."""
-        label = PATH_LABELS[path]
+        label, wanted = PATH_LABELS[path], phases_of(path, phases)
         rows = [r for r in self.results.scale if r["path"] == label and r["store"] == store]
-        if rows:
-            largest = max(r["n"] for r in rows)
-            wanted = phases_of(path, phases)
-            cost = sum(r["ms_per_dataset"] / 1000 for r in rows if r["n"] == largest and r["phase"] in wanted)
-        else:
-            cost = COST_PER_DATASET[phases, path, store]
-        return n * cost + COST_PER_REPEAT[path]
+        if not rows:
+            return repeat_cost(n, phases, path, store)
+        largest = max(r["n"] for r in rows)
+        cost = sum(r["ms_per_dataset"] / 1000 for r in rows if r["n"] == largest and r["phase"] in wanted)
+        return n * (cost + reload_cost(n - largest, phases, path)) + COST_PER_REPEAT[path]
 
     def scale_cli(self, store: str, size: Size, repeats: int, upstream: Upstream, env: dict[str, str]) -> None:
         samples: dict[str, list[dict[str, Any]]] = {}
@@ -508,6 +509,17 @@ def default_setting(name: str) -> float:
     return float(Settings.model_fields[name].default)
 
 
+def reload_cost(n: int, phases: str, path: str) -> float:
+    """Seconds per dataset the Celery path's catalogue re-reads add at ``n`` datasets."""
+    return n * CELERY_RELOAD_PER_ENTRY * len(phases_of(path, phases)) if path == "Celery" else 0.0
+
+
+def repeat_cost(n: int, phases: str, path: str, store: str) -> float:
+    """Seconds for one repeat at ``n``, from the recorded costs."""
+    per_dataset = COST_PER_DATASET[phases, path, store] + reload_cost(n, phases, path)
+    return n * per_dataset + COST_PER_REPEAT[path]
+
+
 def expected_seconds(plan: Plan, sections: list[str], budget_s: float) -> float:
     """The run's expected wall time on the project's 2-core machine (recorded per-dataset costs)."""
     fixed = sum(COST_OF_SECTION.get(name, 0.0) for name in sections)
@@ -516,7 +528,7 @@ def expected_seconds(plan: Plan, sections: list[str], budget_s: float) -> float:
     total = fixed
     for size in plan.sizes:
         sets = [(path, store) for path in PATHS for store in STORES]
-        one_repeat = sum(size.n * COST_PER_DATASET[size.phases, p, s] + COST_PER_REPEAT[p] for p, s in sets)
+        one_repeat = sum(repeat_cost(size.n, size.phases, path, store) for path, store in sets)
         setup = sum(COST_PER_SET[path] for path, _ in sets)
         repeats = size.repeats
         if size.fit:  # what fits the budget after everything else, at least one
@@ -549,7 +561,7 @@ def choose_plan(args: argparse.Namespace) -> Plan:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run, not figures")
-    parser.add_argument("--full", action="store_true", help="every phase 5 times at every N (~2 h on 2 cores)")
+    parser.add_argument("--full", action="store_true", help="every phase 5 times at every N (~2 h 45 min on 2 cores)")
     parser.add_argument("--repeats", type=int, help="every phase this many times at every N (--full = 5)")
     parser.add_argument(
         "--budget-minutes",
