@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from benchmarks.cli_path import peak_rss_mb
-from benchmarks.worker_sql import DIRECTORY_VARIABLE, KINDS, WorkerSql
+from benchmarks.worker_sql import COUNTED, DIRECTORY_VARIABLE, WorkerSql
 from tests.worker.celery_harness import stop_process_groups
 
 READY_SECONDS = 180.0
@@ -77,7 +77,7 @@ class CeleryWorkers:
         assert self.sql is not None, "enter the workers first"
         run = run_resync(keys, force=force, refetch=refetch)
         totals = self.sql.totals()
-        counted = {kind: totals[kind] - self.counted[kind] for kind in KINDS}
+        counted = {kind: totals[kind] - self.counted[kind] for kind in COUNTED}
         self.counted = totals
         return run | counted
 

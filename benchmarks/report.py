@@ -141,10 +141,11 @@ def scale_table(results: Results) -> list[str]:
             else "not counted | not counted | not counted | not counted"
         )
         enqueue = f"{r['enqueue_s']:.2f}" if "enqueue_s" in r else "-"
+        recycled = f"; {r['pool_processes']:g} pool processes started" if r.get("pool_processes") else ""
         lines.append(
             f"| {r['store']} | {r['path']} | {r['n']:,} | {r['phase']} | {r['repeats']} | {r['wall_s']:.2f} | "
             f"{statistic(r)} | {load_range(r)} | {r['ms_per_dataset']:.2f} | {r['per_s']:.0f} | {sql} | {enqueue} | "
-            f"{r['result']} |"
+            f"{r['result']}{recycled} |"
         )
     return lines
 
@@ -248,8 +249,10 @@ def render(results: Results, machine: str, sections: list[str]) -> str:
             "starts from an emptied store. SQL is counted with `tests/sqlcount.py` (`counting(engine)`) where it",
             "is sent: in the CLI process, and in every pool process of the workers (`benchmarks/worker_sql.py`",
             "runs `datasync worker` with the counters attached; each process reports its totals on request and",
-            "when it is recycled). Wall s is the median of the row's repeats, or the one run where repeats = 1;",
-            "the load is the 1-minute load average as each run started (the machine is shared).",
+            "when it is recycled; a pool process is replaced every 100 tasks, `DATASYNC_MAX_TASKS_PER_CHILD`, and",
+            "the result column gives the median number of new ones per run). Wall s is the median of the row's",
+            "repeats, or the one run where repeats = 1; the load is the 1-minute load average as each run started",
+            "(the machine is shared).",
             "",
             *scale_table(results),
             "",

@@ -458,8 +458,9 @@ def summary(runs: list[dict[str, Any]], **labels: Any) -> dict[str, Any]:
     row = labels | {"repeats": len(runs), "wall_s": wall, "ms_per_dataset": wall / n * 1000, "per_s": n / wall}
     loads = [run["load"] for run in runs]
     row |= {"wall_range": (min(walls), max(walls)), "load_range": (min(loads), max(loads))}
-    if "enqueue_s" in runs[0]:
-        row["enqueue_s"] = statistics.median(run["enqueue_s"] for run in runs)
+    for key in ("enqueue_s", "pool_processes"):
+        if key in runs[0]:
+            row[key] = statistics.median(run[key] for run in runs)
     statuses: Counter[str] = Counter()
     for run in runs:
         statuses.update(run["statuses"])

@@ -26,6 +26,7 @@ from typing import Any
 DIRECTORY_VARIABLE = "BENCH_WORKER_SQL_DIR"
 REQUEST_FILE = "request"  # the number of the runner's latest request; an answer carries it
 KINDS = ("statements", "transactions", "writing_transactions", "write_locking_transactions")
+COUNTED = (*KINDS, "pool_processes")  # pool_processes: how many have started (recycling starts new ones)
 ANSWER_SECONDS = 120.0
 
 _counting = contextlib.ExitStack()
@@ -105,7 +106,7 @@ class WorkerSql:
             time.sleep(0.05)
         total: Counter[str] = Counter()
         for answer in self._answers():
-            total.update({kind: answer[kind] for kind in KINDS})
+            total.update({kind: answer[kind] for kind in KINDS} | {"pool_processes": 1})
         return total
 
     def _answers(self) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks.celery_path import CeleryWorkers
 from benchmarks.source import SMALL_PAGE, SYNTHETIC_LIMITS, rewrites, serve_synthetic, write_synthetic_catalogue
+from benchmarks.worker_sql import KINDS
 from tests.conftest import sqlite_copy
 from tests.servers import RedisServer
 from tests.upstream import Upstream
@@ -27,7 +28,7 @@ def resync(workers: CeleryWorkers) -> dict[str, int]:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert len(json.loads(done.stdout)) == DATASETS
     after = workers.sql.totals()
-    return {kind: after[kind] - before[kind] for kind in after}
+    return {kind: after[kind] - before[kind] for kind in KINDS}
 
 
 @pytest.mark.slow
