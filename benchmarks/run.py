@@ -288,9 +288,16 @@ class Bench:
         setup = sum(COST_PER_SET[path] for path in PATHS for _ in STORES)
         repeats = max(1, min(size.repeats, int((left - setup) // one_repeat)))
         self.results.notes.append(
-            f"N = {size.n:,}: {repeats} repeat(s) of {size.phases} on each store and path, as many as fit the "
-            f"{self.budget_s / 60:.0f}-min budget (one repeat of all four estimated at {one_repeat / 60:.1f} min "
-            f"from this run's smaller N; {max(left, 0) / 60:.1f} min were left). `--full` runs every phase 5 times."
+            f"N = {size.n:,}: {repeats} repeat(s) on each store and path, as many as fit the "
+            f"{self.budget_s / 60:.0f}-min budget (a repeat of all four estimated at {one_repeat / 60:.1f} min "
+            f"from this run's smaller N; {max(left, 0) / 60:.1f} min were left)"
+            + (
+                ", of the phases that show growth: the CLI's full sync, unchanged re-sync and status, and the "
+                "Celery workers' unchanged re-sync of the store the CLI path has just synced. The other phases "
+                "at this N (5 % changed, forced, the one-thread re-sync, the Celery full sync) run with `--full`."
+                if size.phases == GROWTH_PHASES
+                else "."
+            )
         )
         return repeats
 
