@@ -308,8 +308,8 @@ class Bench:
         rows = [r for r in self.results.scale if r["path"] == label and r["store"] == store]
         if not rows:
             return repeat_cost(n, phases, path, store)
-        largest = max(r["n"] for r in rows)
-        cost = sum(r["ms_per_dataset"] / 1000 for r in rows if r["n"] == largest and r["phase"] in wanted)
+        largest: int = max(r["n"] for r in rows)
+        cost: float = sum(r["ms_per_dataset"] / 1000 for r in rows if r["n"] == largest and r["phase"] in wanted)
         return n * (cost + reload_cost(n - largest, phases, path)) + COST_PER_REPEAT[path]
 
     def scale_cli(self, store: str, size: Size, repeats: int, upstream: Upstream, env: dict[str, str]) -> None:
