@@ -171,6 +171,21 @@ def growth_cell(row: dict[str, Any]) -> str:
     return f"{row['ms_per_dataset']:.2f}" + (" (one run)" if row["repeats"] == 1 else f" (×{row['repeats']})")
 
 
+def runtime_table(results: Results) -> list[str]:
+    lines = [
+        "| N | repeats on each store and path | phases | seconds in this run | load average (1 min) before, after "
+        "| recorded estimate for a nearly idle machine, s |",
+        "|---:|---:|---|---:|---|---:|",
+    ]
+    for r in results.runtimes:
+        before, after = r["loads"]
+        lines.append(
+            f"| {r['n']:,} | {r['repeats']} | {r['phases']} | {r['seconds']:.0f} | {before:.1f}, {after:.1f} | "
+            f"{r['expected_s']:.0f} |"
+        )
+    return lines
+
+
 def mixed_table(results: Results) -> list[str]:
     lines = [
         "| path | repeats | requests per host | peak requests/s seen by the upstream | result (per run) | wall s "
@@ -259,6 +274,11 @@ def render(results: Results, machine: str, sections: list[str]) -> str:
             "Growth (per-dataset cost by N; linear growth keeps it flat):",
             "",
             *growth_table(results),
+            "",
+            "Runtime of each N (both stores and both paths, servers and workers started included; the estimates",
+            "are `COST_PER_DATASET` in benchmarks/run.py, what the runtime printed at the start is made of):",
+            "",
+            *runtime_table(results),
             "",
             "Peak RSS per process (VmHWM):",
             "",

@@ -150,6 +150,7 @@ class Results:
     parse: tuple[str, float] | None = None
     process: list[dict[str, Any]] | None = None
     loads: list[str] = field(default_factory=list)
+    runtimes: list[dict[str, Any]] = field(default_factory=list)  # the scale section's cost per N
     notes: list[str] = field(default_factory=list)
 
 
@@ -266,7 +267,9 @@ class Bench:
 
     def scale(self) -> None:
         for size in self.plan.sizes:
+            started, load_before = time.monotonic(), os.getloadavg()[0]
             repeats = self.repeats_of(size)
+            expected = size_cost(size, repeats)
             catalogue = write_synthetic_catalogue(self.scratch / f"synthetic-{size.n}.toml", size.n)
             for store in STORES:
                 with Upstream() as upstream:  # one upstream and store for both paths: see scale_celery
@@ -278,6 +281,9 @@ class Bench:
                     with noted(self.results, f"scale, {store}, Celery, N={size.n}, {repeats} × {size.phases}"):
                         self.scale_celery(store, size, repeats, upstream, env)
                 get_engine(url).dispose()
+            seconds, loads = time.monotonic() - started, (load_before, os.getloadavg()[0])
+            runtime = {"n": size.n, "repeats": repeats, "phases": size.phases, "seconds": seconds, "loads": loads}
+            self.results.runtimes.append(runtime | {"expected_s": expected})
 
     def repeats_of(self, size: Size) -> int:
         """The size's repeats; for a ``fit`` size as many as the time left allows, at least one."""
@@ -528,6 +534,12 @@ def repeat_cost(n: int, phases: str, path: str, store: str) -> float:
     return n * per_dataset + COST_PER_REPEAT[path]
 
 
+def size_cost(size: Size, repeats: int) -> float:
+    """Seconds for a size on both stores and paths, from the recorded costs: setting up, then the repeats."""
+    sets = [(path, store) for path in PATHS for store in STORES]
+    return sum(COST_PER_SET[path] + repeats * repeat_cost(size.n, size.phases, path, store) for path, store in sets)
+
+
 def expected_seconds(plan: Plan, sections: list[str], budget_s: float) -> float:
     """The run's expected wall time on the project's 2-core machine (recorded per-dataset costs)."""
     fixed = sum(COST_OF_SECTION.get(name, 0.0) for name in sections)
@@ -535,13 +547,11 @@ def expected_seconds(plan: Plan, sections: list[str], budget_s: float) -> float:
         return fixed
     total = fixed
     for size in plan.sizes:
-        sets = [(path, store) for path in PATHS for store in STORES]
-        one_repeat = sum(repeat_cost(size.n, size.phases, path, store) for path, store in sets)
-        setup = sum(COST_PER_SET[path] for path, _ in sets)
         repeats = size.repeats
         if size.fit:  # what fits the budget after everything else, at least one
-            repeats = max(1, min(size.repeats, int((budget_s - total - setup) // one_repeat)))
-        total += setup + repeats * one_repeat
+            left = budget_s - total - size_cost(size, 0)
+            repeats = max(1, min(size.repeats, int(left // (size_cost(size, 1) - size_cost(size, 0)))))
+        total += size_cost(size, repeats)
     return total
 
 
