@@ -136,7 +136,6 @@ COST_PER_DATASET = {
 CELERY_RELOAD_PER_ENTRY = 0.6 / 10_000 / 100
 COST_PER_REPEAT = {"CLI": 1.5, "Celery": 0.5}  # seconds: emptying the store, status's process start
 COST_PER_SET = {"CLI": 3.0, "Celery": 10.0}  # seconds: a store, an upstream, the workers' start
-COST_OF_SECTION = {"mixed": 330.0, "jobs": 20.0, "parse": 25.0, "process": 60.0}  # seconds, at the default plan
 
 SECTIONS = ("scale", "mixed", "jobs", "parse", "process")
 
@@ -534,6 +533,18 @@ def repeat_cost(n: int, phases: str, path: str, store: str) -> float:
     return n * per_dataset + COST_PER_REPEAT[path]
 
 
+def section_cost(plan: Plan, section: str) -> float:
+    """Seconds the other sections take: the mixed hosts' run is bound by the busiest host's rate (~32 s)."""
+    mixed_run = 33.0 if plan.mixed_nhs is None else 5.0
+    costs = {
+        "mixed": 2 * plan.mixed_repeats * mixed_run,
+        "jobs": 4.0 * plan.jobs_repeats,
+        "parse": 5 + 4 * plan.parse_runs * plan.parse_seconds,
+        "process": 12.0 * plan.process_repeats,
+    }
+    return costs.get(section, 0.0)
+
+
 def size_cost(size: Size, repeats: int) -> float:
     """Seconds for a size on both stores and paths, from the recorded costs: setting up, then the repeats."""
     sets = [(path, store) for path in PATHS for store in STORES]
@@ -542,7 +553,7 @@ def size_cost(size: Size, repeats: int) -> float:
 
 def expected_seconds(plan: Plan, sections: list[str], budget_s: float) -> float:
     """The run's expected wall time on the project's 2-core machine (recorded per-dataset costs)."""
-    fixed = sum(COST_OF_SECTION.get(name, 0.0) for name in sections)
+    fixed = sum(section_cost(plan, name) for name in sections)
     if "scale" not in sections:
         return fixed
     total = fixed
@@ -613,7 +624,7 @@ def main(argv: list[str] | None = None) -> None:
     started, when, start_load = time.monotonic(), datetime.now(UTC), load()
     with tempfile.TemporaryDirectory(prefix="datasync-bench-") as scratch:
         later = sections[sections.index("scale") + 1 :] if "scale" in sections else []
-        bench = Bench(plan, Path(scratch), budget_s, reserve_s=sum(COST_OF_SECTION.get(name, 0.0) for name in later))
+        bench = Bench(plan, Path(scratch), budget_s, reserve_s=sum(section_cost(plan, name) for name in later))
         bench.results.notes += [f"N = {n:,}: left out of this run with `--max-n {args.max_n}`." for n in left_out]
         try:
             for name in sections:
