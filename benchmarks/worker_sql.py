@@ -5,10 +5,12 @@
 Production code is untouched: this module connects two Celery signal handlers, then runs the very
 ``datasync worker`` command (``worker.cli``). Each pool process counts what its store engine sends,
 with ``tests/sqlcount.py`` (statements, transactions, writing transactions) and the CLI path's count of
-BEGINs that take SQLite's write lock, and writes its running totals to ``<directory>/<pid>.json``
+BEGINs that take SQLite's write lock, and writes its running totals to ``<directory>/<pid>-<token>.json``
 (``BENCH_WORKER_SQL_DIR``) when asked with SIGUSR2 and when it exits. Pool processes are recycled every
 ``max_tasks_per_child`` tasks, so the runner (``WorkerSql``) sums every process that ever ran: the
-final totals of the ended ones and a fresh answer from each live one.
+final totals of the ended ones and a fresh answer from each live one. A file is named by the pid and
+a random token: pids are reused (pid_max is 32,768 here), and a new process must not overwrite an
+ended one's totals.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ def _start_counting(**_: object) -> None:
 
     engine = get_engine(get_settings().database_url)
     _totals.update(sql=_counting.enter_context(counting(engine)), locks=_counting.enter_context(write_locks(engine)))
+    _totals["file"] = f"{os.getpid()}-{uuid.uuid4().hex[:12]}.json"  # a pid comes back: its file must not
     signal.signal(signal.SIGUSR2, lambda *_: _write(final=False))
     _write(final=False)  # the runner now knows this process, and that it answers
 
@@ -75,7 +79,7 @@ def _write_totals(final: bool) -> None:
         "writing_transactions": sql.writing_transactions,
         "write_locking_transactions": locks["write_locking"],
     }
-    write_atomically(directory / f"{os.getpid()}.json", json.dumps(totals))
+    write_atomically(directory / _totals["file"], json.dumps(totals))
 
 
 def write_atomically(path: Path, text: str) -> None:
