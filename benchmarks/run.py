@@ -102,7 +102,7 @@ def full_plan(repeats: int) -> Plan:
 
 # The default run keeps to 30 min on an idle 2-core machine: every phase 5 times at N = 100 and 1,000 on
 # both stores and paths, then at 10,000 the phases that show growth on both stores and paths, as many
-# times as the budget leaves room for (a repeat there costs ~10 min: N times each path's per-dataset cost).
+# times as the budget leaves room for (a repeat there costs ~9 min idle: N times each path's per-dataset cost).
 DEFAULT = Plan(sizes=(Size(100, 5), Size(1000, 5), Size(10_000, 5, phases=GROWTH_PHASES, fit=True)))
 QUICK = Plan(
     sizes=(Size(20, 1),),
