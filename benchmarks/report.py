@@ -17,16 +17,10 @@ SQL_304_STATEMENTS, SQL_304_TRANSACTIONS, SQL_304_MS = 8, 2, 3.0
 
 
 NOT_MEASURED = [
-    "SQL inside the Celery workers: they are other processes, and `tests/sqlcount.py` counts one process's "
-    "engine. The SQL columns are the in-process CLI path's; the workers run the same pipeline.",
-    "Celery at N = 1,000 and 10,000, and PostgreSQL at 10,000: left out of the default run to keep it near "
-    "20 minutes on 2 cores; the growth table compares the per-dataset cost across the N each path ran at.",
-    "At N = 10,000 only the full sync, the unchanged re-sync and status run (once): a phase there costs "
-    "N × the per-dataset store bookkeeping; 5 % changed, forced and the one-thread 304 run at 100 and 1,000.",
     "The shipped-catalogue `sync --all` peak RSS, `--help` time and `status` at 5,000 come from "
     "`benchmarks/process_bench.py` (its own processes, medians of its own repeats).",
     "Whether a read takes SQLite's write lock is judged from the BEGIN statements (IMMEDIATE/EXCLUSIVE) "
-    "the CLI process sends, not from SQLite's lock state.",
+    "each process sends, not from SQLite's lock state.",
 ]
 
 
@@ -34,13 +28,48 @@ def yes(met: bool | None) -> str:
     return "not measured" if met is None else ("yes" if met else "**no**")
 
 
-def cli_row(results: Results, store: str, phase: str) -> dict[str, Any] | None:
-    """The in-process CLI figure for ``phase`` at the largest N measured with more than one repeat, else the largest."""
-    rows = [r for r in results.scale if r["store"] == store and r["path"] == "CLI" and r["phase"] == phase]
+def scale_row(results: Results, store: str, path: str, phase: str) -> dict[str, Any] | None:
+    """A path's figure for ``phase`` at the largest N measured with 5 or more repeats, else the largest."""
+    rows = [r for r in results.scale if r["store"] == store and r["path"] == path and r["phase"] == phase]
     if not rows:
         return None
     repeated = [r for r in rows if r["repeats"] >= 5] or rows
     return max(repeated, key=lambda r: r["n"])
+
+
+def runs_of(row: dict[str, Any]) -> str:
+    return "one run" if row["repeats"] == 1 else f"median of {row['repeats']}"
+
+
+def sql_target_rows(results: Results, store: str, path: str) -> list[str]:
+    """The SQL targets on one store and path: statements and transactions per 304 and per created dataset."""
+    rows = []
+    where = f"{store}, {path}"
+    unchanged = scale_row(results, store, path, "unchanged re-sync (304)")
+    if unchanged and "statements" in unchanged:
+        met = unchanged["statements"] <= SQL_304_STATEMENTS and unchanged["transactions"] <= SQL_304_TRANSACTIONS
+        rows.append(
+            f"| SQL per unchanged (304) dataset, {where}, N={unchanged['n']}: ≤ {SQL_304_TRANSACTIONS} "
+            f"transactions, ≤ {SQL_304_STATEMENTS} statements | {ISSUE_SQL_304} | "
+            f"{unchanged['statements']:.1f} statements, {unchanged['transactions']:.1f} transactions "
+            f"({unchanged['writing_transactions']:.1f} writing) | {yes(met)} |"
+        )
+        if store == "sqlite":
+            locking, writing = unchanged["write_locking_transactions"], unchanged["writing_transactions"]
+            rows.append(
+                f"| unchanged (304) dataset, {where}: no write lock for reads | 2 read-only transactions taking "
+                f"the write lock (issue) | {locking:.1f} transactions begin with the write lock, {writing:.1f} write | "
+                f"{yes(locking <= writing)} |"
+            )
+    created = scale_row(results, store, path, "full sync (first)")
+    if created and "statements" in created:
+        rows.append(
+            f"| SQL per created dataset, {where}, N={created['n']}: one transaction for the whole write "
+            f"(row, version, run, state), after the start one (lease, `running` row) | "
+            f"{ISSUE_SQL_WRITE} | {created['statements']:.1f} statements, {created['transactions']:.1f} "
+            f"transactions, {created['writing_transactions']:.1f} writing | {yes(created['transactions'] <= 2.0)} |"
+        )
+    return rows
 
 
 def target_rows(results: Results) -> list[str]:
@@ -54,37 +83,14 @@ def target_rows(results: Results) -> list[str]:
             f"{mixed['wall_s'] / mixed['nominal_s']:.2f}× nominal | {yes(ratio <= MIXED_TARGET)} |"
         )
     for store in ("sqlite", "postgresql"):
-        unchanged = cli_row(results, store, "unchanged re-sync (304)")
-        one_thread = cli_row(results, store, "unchanged re-sync (304), --jobs 1")
-        if unchanged:
-            met = unchanged["statements"] <= SQL_304_STATEMENTS and unchanged["transactions"] <= SQL_304_TRANSACTIONS
-            rows.append(
-                f"| SQL per unchanged (304) dataset, {store}, N={unchanged['n']}: ≤ {SQL_304_TRANSACTIONS} "
-                f"transactions, ≤ {SQL_304_STATEMENTS} statements | {ISSUE_SQL_304} | "
-                f"{unchanged['statements']:.1f} statements, {unchanged['transactions']:.1f} transactions "
-                f"({unchanged['writing_transactions']:.1f} writing) | {yes(met)} |"
-            )
-        if unchanged and store == "sqlite":
-            locking, writing = unchanged["write_locking_transactions"], unchanged["writing_transactions"]
-            rows.append(
-                f"| unchanged (304) dataset, sqlite: no write lock for reads | 2 read-only transactions taking "
-                f"the write lock (issue) | {locking:.1f} transactions begin with the write lock, {writing:.1f} write | "
-                f"{yes(locking <= writing)} |"
-            )
+        for path in ("CLI", "Celery ×2"):
+            rows += sql_target_rows(results, store, path)
+        one_thread = scale_row(results, store, "CLI", "unchanged re-sync (304), --jobs 1")
         if one_thread:
             rows.append(
                 f"| unchanged (304) dataset in one thread, {store}, N={one_thread['n']}: ≤ {SQL_304_MS:.0f} ms | "
-                f"9.4 ms (issue) | {one_thread['ms_per_dataset']:.1f} ms | "
+                f"9.4 ms (issue) | {one_thread['ms_per_dataset']:.1f} ms ({runs_of(one_thread)}) | "
                 f"{yes(one_thread['ms_per_dataset'] <= SQL_304_MS)} |"
-            )
-        created = cli_row(results, store, "full sync (first)")
-        if created:
-            rows.append(
-                f"| SQL per created dataset, {store}, N={created['n']}: one transaction for the whole write "
-                f"(row, version, run, state), after the start one (lease, `running` row) | "
-                f"{ISSUE_SQL_WRITE} | {created['statements']:.1f} statements, {created['transactions']:.1f} "
-                f"transactions, {created['writing_transactions']:.1f} writing | "
-                f"{yes(created['transactions'] <= 2.0)} |"
             )
     if results.parse:
         speedup = results.parse[1]
@@ -107,11 +113,25 @@ def target_rows(results: Results) -> list[str]:
     return rows
 
 
+def statistic(row: dict[str, Any]) -> str:
+    """How a row's wall time was reached: a median over its repeats (with their range), or one run."""
+    if row["repeats"] == 1:
+        return "one run (not a median)"
+    low, high = row["wall_range"]
+    return f"median of {row['repeats']} ({low:.2f}-{high:.2f})"
+
+
+def load_range(row: dict[str, Any]) -> str:
+    low, high = (f"{load:.1f}" for load in row["load_range"])
+    return low if low == high else f"{low}-{high}"
+
+
 def scale_table(results: Results) -> list[str]:
     lines = [
-        "| store | path | N | phase | repeats | wall s (median) | ms/dataset | datasets/s | SQL statements/dataset "
-        "| transactions/dataset | writing transactions/dataset | write-locking (SQLite) | result (per run) |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| store | path | N | phase | repeats | wall s | of the repeats (range, s) | load at the runs (1 min) "
+        "| ms/dataset | datasets/s | SQL statements/dataset | transactions/dataset | writing transactions/dataset "
+        "| write-locking (SQLite) | enqueue s (Celery) | result (per run) |",
+        "|---|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results.scale:
         sql = (
@@ -120,27 +140,49 @@ def scale_table(results: Results) -> list[str]:
             if "statements" in r
             else "not counted | not counted | not counted | not counted"
         )
+        enqueue = f"{r['enqueue_s']:.2f}" if "enqueue_s" in r else "-"
+        recycled = f"; {r['pool_processes']:g} pool processes started" if r.get("pool_processes") else ""
         lines.append(
             f"| {r['store']} | {r['path']} | {r['n']:,} | {r['phase']} | {r['repeats']} | {r['wall_s']:.2f} | "
-            f"{r['ms_per_dataset']:.2f} | {r['per_s']:.0f} | {sql} | {r['result']} |"
+            f"{statistic(r)} | {load_range(r)} | {r['ms_per_dataset']:.2f} | {r['per_s']:.0f} | {sql} | {enqueue} | "
+            f"{r['result']}{recycled} |"
         )
     return lines
 
 
 def growth_table(results: Results) -> list[str]:
     """ms per dataset by N side by side, and the largest N's cost over the smallest's (1.0 = linear)."""
-    series: dict[tuple[str, str, str], dict[int, float]] = {}
+    series: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = {}
     for r in results.scale:
-        series.setdefault((r["store"], r["path"], r["phase"]), {})[r["n"]] = r["ms_per_dataset"]
+        series.setdefault((r["store"], r["path"], r["phase"]), {})[r["n"]] = r
     sizes = sorted({r["n"] for r in results.scale})
     lines = [
         "| store | path | phase | " + " | ".join(f"ms/dataset at N={n:,}" for n in sizes) + " | largest ÷ smallest |",
         "|---|---|---|" + "---:|" * (len(sizes) + 1),
     ]
-    for (store, path, phase), costs in series.items():
-        cells = " | ".join(f"{costs[n]:.2f}" if n in costs else "-" for n in sizes)
-        measured = [costs[n] for n in sizes if n in costs]
+    for (store, path, phase), rows in series.items():
+        cells = " | ".join(growth_cell(rows[n]) if n in rows else "-" for n in sizes)
+        measured = [rows[n]["ms_per_dataset"] for n in sizes if n in rows]
         lines.append(f"| {store} | {path} | {phase} | {cells} | {measured[-1] / measured[0]:.2f} |")
+    return lines
+
+
+def growth_cell(row: dict[str, Any]) -> str:
+    return f"{row['ms_per_dataset']:.2f}" + (" (one run)" if row["repeats"] == 1 else f" (×{row['repeats']})")
+
+
+def runtime_table(results: Results) -> list[str]:
+    lines = [
+        "| N | repeats on each store and path | phases | seconds in this run | load average (1 min) before, after "
+        "| recorded estimate for a nearly idle machine, s |",
+        "|---:|---:|---|---:|---|---:|",
+    ]
+    for r in results.runtimes:
+        before, after = r["loads"]
+        lines.append(
+            f"| {r['n']:,} | {r['repeats']} | {r['phases']} | {r['seconds']:.0f} | {before:.1f}, {after:.1f} | "
+            f"{r['expected_s']:.0f} |"
+        )
     return lines
 
 
@@ -218,15 +260,25 @@ def render(results: Results, machine: str, sections: list[str]) -> str:
             f"body fetched and hashed). 5 % changed: every {CHANGED_SHARE}th page gets a new label. status: the",
             "`datasync status --json` command as its own process. Celery ×2: two `datasync worker` processes",
             "(default pool of 2 each) on Redis, one task per dataset enqueued as `datasync resync --all` does,",
-            "timed from the first enqueue to the last result. Each repeat starts from an emptied store.",
-            "SQL is counted with `tests/sqlcount.py` (`counting(engine)`) in the CLI process; the Celery",
-            "workers' SQL is not counted (they are other processes): the same pipeline runs in them.",
+            "timed from the first enqueue to the last result (the enqueue alone in its own column). Each repeat",
+            "starts from an emptied store. SQL is counted with `tests/sqlcount.py` (`counting(engine)`) where it",
+            "is sent: in the CLI process, and in every pool process of the workers (`benchmarks/worker_sql.py`",
+            "runs `datasync worker` with the counters attached; each process reports its totals on request and",
+            "when it is recycled; a pool process is replaced every 100 tasks, `DATASYNC_MAX_TASKS_PER_CHILD`, and",
+            "the result column gives the median number of new ones per run). Wall s is the median of the row's",
+            "repeats, or the one run where repeats = 1; the load is the 1-minute load average as each run started",
+            "(the machine is shared).",
             "",
             *scale_table(results),
             "",
             "Growth (per-dataset cost by N; linear growth keeps it flat):",
             "",
             *growth_table(results),
+            "",
+            "Runtime of each N (both stores and both paths, servers and workers started included; the estimates",
+            "are `COST_PER_DATASET` in benchmarks/run.py, what the runtime printed at the start is made of):",
+            "",
+            *runtime_table(results),
             "",
             "Peak RSS per process (VmHWM):",
             "",

@@ -1,15 +1,19 @@
 """Issue 11's benchmark table: every figure beside its baseline, measured in one run on this machine.
 
-    bash scripts/bench            # the full run (~20 min on 2 cores); rewrites benchmarks/RESULTS.md
-    bash scripts/bench --quick    # a smoke run at tiny sizes (a minute or two)
+    bash scripts/bench            # the default run (<= 30 min on an idle 2-core machine); rewrites RESULTS.md
+    bash scripts/bench --full     # every phase 5 times at every N, 10,000 included (~2 h 45 min)
+    bash scripts/bench --quick    # a smoke run at tiny sizes (a few minutes)
 
 Sections: the scale phases (full sync, unchanged re-sync, 5 % changed, forced, status) at N = 100,
 1,000 and 10,000 on SQLite and PostgreSQL, for the in-process CLI path and for two Celery worker
-processes on Redis; the mixed-host scenario against its busiest host's rate bound; ``--jobs 4``
-against ``--jobs 1`` on a CPU-bound first sync; the NHS DD parser against a naive extraction
-(``parse_bench``); and ``benchmarks/process_bench.py``'s start-up and memory rows.
-Every server is real and local (tests/upstream.py, tests/servers.py); each figure is a median over
-the repeats named beside it, with the machine's load average noted per section.
+processes on Redis, SQL counted in both (``benchmarks/worker_sql.py`` in the workers); the default
+run does every phase 5 times at 100 and 1,000 and, at 10,000, the phases that show growth as many
+times as its time budget allows (``--budget-minutes``); the mixed-host scenario against its busiest
+host's rate bound; ``--jobs 4`` against ``--jobs 1`` on a CPU-bound first sync; the NHS DD parser
+against a naive extraction (``parse_bench``); and ``benchmarks/process_bench.py``'s start-up and
+memory rows. Every server is real and local (tests/upstream.py, tests/servers.py); each figure is a
+median over the repeats named beside it (one run is marked as one run), with the machine's load
+average noted per run and per section.
 """
 
 from __future__ import annotations
@@ -55,23 +59,32 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 LATENCY = 0.1  # the mixed-host scenario's injected upstream latency, seconds
 CHANGED_SHARE = 20  # every 20th dataset changes in the "5 % changed" phase
+ONE_THREAD = SyncCommand(jobs=1, force=True)
+
+
+EVERY_PHASE = "every phase"
+# The phases that show growth, for a short run: CLI full sync, unchanged re-sync and status; Celery the
+# unchanged re-sync on the store the CLI path has just synced.
+GROWTH_PHASES = "growth phases"
+PATHS = ("CLI", "Celery")
+PATH_LABELS = {"CLI": "CLI", "Celery": "Celery ×2"}
+STORES = ("sqlite", "postgresql")
 
 
 @dataclass(frozen=True)
 class Size:
-    """One catalogue size of the scale section: how often, on which stores and paths, which phases."""
+    """One catalogue size of the scale section, run on both stores and both paths."""
 
     n: int
     repeats: int
-    stores: tuple[str, ...] = ("sqlite", "postgresql")
-    celery: bool = True
-    every_phase: bool = True  # False: full sync, unchanged re-sync and status only
+    phases: str = EVERY_PHASE
+    fit: bool = False  # True: as many repeats as fit the run's time budget (at least one, at most ``repeats``)
 
 
 @dataclass(frozen=True)
 class Plan:
     sizes: tuple[Size, ...]
-    stores: tuple[str, ...] = ("sqlite", "postgresql")  # of the --jobs section
+    stores: tuple[str, ...] = STORES  # of the --jobs section
     mixed_repeats: int = 5
     mixed_nhs: int | None = None  # None: all 57 fixture pages
     mixed_rcpch: int | None = None  # None: all 7 lists
@@ -82,16 +95,15 @@ class Plan:
     process_repeats: int = 5
 
 
-# The full run keeps to ~20 min on an idle 2-core machine: 5 repeats at N = 100; one run at 1,000;
-# at 10,000 one run of the three phases that show growth (SQLite, CLI), as a first sync alone costs
-# N times the per-dataset store bookkeeping.
-FULL = Plan(
-    sizes=(
-        Size(100, 5),
-        Size(1000, 1, celery=False),
-        Size(10_000, 1, stores=("sqlite",), celery=False, every_phase=False),
-    )
-)
+def full_plan(repeats: int) -> Plan:
+    """Every phase at every N on both stores and paths, ``repeats`` times each (``--full`` = 5)."""
+    return Plan(sizes=tuple(Size(n, repeats) for n in (100, 1000, 10_000)))
+
+
+# The default run keeps to 30 min on an idle 2-core machine: every phase 5 times at N = 100 and 1,000 on
+# both stores and paths, then at 10,000 the phases that show growth on both stores and paths, as many
+# times as the budget leaves room for (a repeat there costs ~9 min idle: N times each path's per-dataset cost).
+DEFAULT = Plan(sizes=(Size(100, 5), Size(1000, 5), Size(10_000, 5, phases=GROWTH_PHASES, fit=True)))
 QUICK = Plan(
     sizes=(Size(20, 1),),
     mixed_repeats=1,
@@ -103,6 +115,28 @@ QUICK = Plan(
     parse_seconds=0.05,
     process_repeats=1,
 )
+BUDGET_MINUTES = 30.0
+
+# Seconds per dataset for one repeat, by path and store, on the project's 2-core machine when nearly idle
+# (load average ~1-2; 2026-12-01): the runtime estimate printed at the start, and the cost of a size the run
+# has not measured yet. Once a size has run, the next size's cost is estimated from the phases it measured.
+COST_PER_DATASET = {
+    (EVERY_PHASE, "CLI", "sqlite"): 0.020,
+    (EVERY_PHASE, "CLI", "postgresql"): 0.027,
+    (EVERY_PHASE, "Celery", "sqlite"): 0.040,
+    (EVERY_PHASE, "Celery", "postgresql"): 0.038,
+    (GROWTH_PHASES, "CLI", "sqlite"): 0.0085,
+    (GROWTH_PHASES, "CLI", "postgresql"): 0.0106,
+    (GROWTH_PHASES, "Celery", "sqlite"): 0.0075,
+    (GROWTH_PHASES, "Celery", "postgresql"): 0.0086,
+}
+# Growth that is not linear: a worker pool process parses the whole catalogue on its first task and is
+# recycled every 100 tasks (DATASYNC_MAX_TASKS_PER_CHILD), so each Celery sync costs a further
+# N × this (~0.6 s per 10,000 entries, over 100 tasks).
+CELERY_RELOAD_PER_ENTRY = 0.6 / 10_000 / 100
+COST_PER_REPEAT = {"CLI": 1.5, "Celery": 0.5}  # seconds: emptying the store, status's process start
+COST_PER_SET = {"CLI": 3.0, "Celery": 10.0}  # seconds: a store, an upstream, the workers' start
+
 SECTIONS = ("scale", "mixed", "jobs", "parse", "process")
 
 
@@ -115,6 +149,7 @@ class Results:
     parse: tuple[str, float] | None = None
     process: list[dict[str, Any]] | None = None
     loads: list[str] = field(default_factory=list)
+    runtimes: list[dict[str, Any]] = field(default_factory=list)  # the scale section's cost per N
     notes: list[str] = field(default_factory=list)
 
 
@@ -173,13 +208,17 @@ def status_command(env: dict[str, str]) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, plan: Plan, scratch: Path) -> None:
+    def __init__(self, plan: Plan, scratch: Path, budget_s: float = BUDGET_MINUTES * 60, reserve_s: float = 0) -> None:
         self.plan = plan
         self.scratch = scratch
         self.results = Results()
+        self.budget_s = budget_s
+        self.deadline = time.monotonic() + budget_s
+        self.reserve_s = reserve_s  # what the sections after the scale one are expected to take
         self._postgres: Any = None
         self._redis: Any = None
         self._stores = 0
+        self._changes = 0
 
     def close(self) -> None:
         if self._redis is not None:
@@ -227,67 +266,109 @@ class Bench:
 
     def scale(self) -> None:
         for size in self.plan.sizes:
+            started, load_before = time.monotonic(), os.getloadavg()[0]
+            repeats = self.repeats_of(size)
+            expected = size_cost(size, repeats)
             catalogue = write_synthetic_catalogue(self.scratch / f"synthetic-{size.n}.toml", size.n)
-            for store in size.stores:
-                with noted(self.results, f"scale, {store}, CLI, N={size.n}"):
-                    self.scale_cli(store, size, catalogue)
-                if size.celery:
-                    with noted(self.results, f"scale, {store}, Celery, N={size.n}"):
-                        self.scale_celery(store, size, catalogue)
+            for store in STORES:
+                with Upstream() as upstream:  # one upstream and store for both paths: see scale_celery
+                    serve_synthetic(upstream, size.n, SMALL_PAGE)
+                    url = self.store_url(store)
+                    env = self.env(url, catalogue, upstream)
+                    with noted(self.results, f"scale, {store}, CLI, N={size.n}, {repeats} × {size.phases}"):
+                        self.scale_cli(store, size, repeats, upstream, env)
+                    with noted(self.results, f"scale, {store}, Celery, N={size.n}, {repeats} × {size.phases}"):
+                        self.scale_celery(store, size, repeats, upstream, env)
+                get_engine(url).dispose()
+            seconds, loads = time.monotonic() - started, (load_before, os.getloadavg()[0])
+            runtime = {"n": size.n, "repeats": repeats, "phases": size.phases, "seconds": seconds, "loads": loads}
+            self.results.runtimes.append(runtime | {"expected_s": expected})
 
-    def scale_cli(self, store: str, size: Size, catalogue: Path) -> None:
+    def repeats_of(self, size: Size) -> int:
+        """The size's repeats; for a ``fit`` size as many as the time left allows, at least one."""
+        if not size.fit:
+            return size.repeats
+        left = self.deadline - time.monotonic() - self.reserve_s
+        one_repeat = sum(self.estimate(size.n, size.phases, path, store) for path in PATHS for store in STORES)
+        setup = sum(COST_PER_SET[path] for path in PATHS for _ in STORES)
+        repeats = max(1, min(size.repeats, int((left - setup) // one_repeat)))
+        self.results.notes.append(
+            f"N = {size.n:,}: {repeats} repeat(s) on each store and path, as many as fit the "
+            f"{self.budget_s / 60:.0f}-min budget (a repeat of all four estimated at {one_repeat / 60:.1f} min "
+            f"from this run's smaller N; {max(left, 0) / 60:.1f} min were left)"
+            + (
+                ", of the phases that show growth: the CLI's full sync, unchanged re-sync and status, and the "
+                "Celery workers' unchanged re-sync of the store the CLI path has just synced. The other phases "
+                "at this N (5 % changed, forced, the one-thread re-sync, the Celery full sync) run with `--full`."
+                if size.phases == GROWTH_PHASES
+                else "."
+            )
+        )
+        return repeats
+
+    def estimate(self, n: int, phases: str, path: str, store: str) -> float:
+        """Seconds for one repeat at ``n``: from the largest N this run measured on the path and store, else
+        from the recorded per-dataset cost."""
+        label, wanted = PATH_LABELS[path], phases_of(path, phases)
+        rows = [r for r in self.results.scale if r["path"] == label and r["store"] == store]
+        if not rows:
+            return repeat_cost(n, phases, path, store)
+        largest: int = max(r["n"] for r in rows)
+        cost: float = sum(r["ms_per_dataset"] / 1000 for r in rows if r["n"] == largest and r["phase"] in wanted)
+        return n * (cost + reload_cost(n - largest, phases, path)) + COST_PER_REPEAT[path]
+
+    def scale_cli(self, store: str, size: Size, repeats: int, upstream: Upstream, env: dict[str, str]) -> None:
         samples: dict[str, list[dict[str, Any]]] = {}
-        with Upstream() as upstream:
-            serve_synthetic(upstream, size.n, SMALL_PAGE)
-            url = self.store_url(store)
-            env = self.env(url, catalogue, upstream)
-            with cli_process(env) as ask:
-                for repeat in range(size.repeats):
-                    empty_store(url)
-                    samples.setdefault("full sync (first)", []).append(ask(SyncCommand()))
-                    samples.setdefault("unchanged re-sync (304)", []).append(ask(SyncCommand(force=True)))
-                    if size.every_phase:
-                        one_thread = ask(SyncCommand(jobs=1, force=True))
-                        samples.setdefault("unchanged re-sync (304), --jobs 1", []).append(one_thread)
-                        change_pages(upstream, changed(size.n, repeat), SMALL_PAGE, repeat + 1)
-                        samples.setdefault("5 % changed", []).append(ask(SyncCommand(force=True)))
-                        forced = ask(SyncCommand(force=True, refetch=True))
-                        samples.setdefault("forced (--refetch)", []).append(forced)
-                    samples.setdefault("status", []).append(status_command(env))
-                peak = ask("peak")
-        labels = {"store": store, "path": "CLI", "n": size.n}
+        every = size.phases == EVERY_PHASE
+        with cli_process(env) as ask:
+            for _ in range(repeats):
+                empty_store(env["DATASYNC_DATABASE_URL"])
+                measured(samples, "full sync (first)", lambda: ask(SyncCommand()))
+                measured(samples, "unchanged re-sync (304)", lambda: ask(SyncCommand(force=True)))
+                if every:
+                    measured(samples, "unchanged re-sync (304), --jobs 1", lambda: ask(ONE_THREAD))
+                    self.change_pages(upstream, size.n)
+                    measured(samples, "5 % changed", lambda: ask(SyncCommand(force=True)))
+                    measured(samples, "forced (--refetch)", lambda: ask(SyncCommand(force=True, refetch=True)))
+                measured(samples, "status", lambda: status_command(env))
+            peak = ask("peak")
+        labels = {"store": store, "path": PATH_LABELS["CLI"], "n": size.n}
         for phase, runs in samples.items():
             self.results.scale.append(summary(runs, **labels, phase=phase))
         self.results.rss.append(labels | {"process": "datasync sync", "mb": peak})
         status_peak = max(run["rss_mb"] for run in samples["status"])
         self.results.rss.append(labels | {"process": "datasync status", "mb": status_peak})
-        get_engine(url).dispose()
 
-    def scale_celery(self, store: str, size: Size, catalogue: Path) -> None:
-        from benchmarks.celery_path import CeleryWorkers, run_resync
+    def scale_celery(self, store: str, size: Size, repeats: int, upstream: Upstream, env: dict[str, str]) -> None:
+        """Every phase from an emptied store per repeat; the short plan measures the unchanged re-sync only,
+        on the store the CLI path has just synced (a Celery first sync at 10,000 costs minutes)."""
+        from benchmarks.celery_path import CeleryWorkers
 
         keys = [f"bench_{index}" for index in range(size.n)]
         samples: dict[str, list[dict[str, Any]]] = {}
-        with Upstream() as upstream:
-            serve_synthetic(upstream, size.n, SMALL_PAGE)
-            url = self.store_url(store)
-            env = self.env(url, catalogue, upstream) | {"DATASYNC_BROKER_URL": self.broker_url()}
-            log_dir = self.scratch / f"celery-{store}-{size.n}"
-            log_dir.mkdir()
-            with CeleryWorkers(env, log_dir) as workers:
-                for repeat in range(size.repeats):
-                    empty_store(url)
-                    samples.setdefault("full sync (first)", []).append(run_resync(keys))
-                    samples.setdefault("unchanged re-sync (304)", []).append(run_resync(keys))
-                    change_pages(upstream, changed(size.n, repeat), SMALL_PAGE, repeat + 1)
-                    samples.setdefault("5 % changed", []).append(run_resync(keys))
-                    samples.setdefault("forced (--refetch)", []).append(run_resync(keys, force=True, refetch=True))
-                peaks = workers.peak_rss_mb()
+        log_dir = self.scratch / f"celery-{store}-{size.n}"
+        log_dir.mkdir()
+        with CeleryWorkers(env | {"DATASYNC_BROKER_URL": self.broker_url()}, log_dir) as workers:
+            for _ in range(repeats):
+                if size.phases == EVERY_PHASE:
+                    empty_store(env["DATASYNC_DATABASE_URL"])
+                    measured(samples, "full sync (first)", lambda: workers.resync(keys))
+                measured(samples, "unchanged re-sync (304)", lambda: workers.resync(keys))
+                if size.phases == EVERY_PHASE:
+                    self.change_pages(upstream, size.n)
+                    measured(samples, "5 % changed", lambda: workers.resync(keys))
+                    measured(samples, "forced (--refetch)", lambda: workers.resync(keys, force=True, refetch=True))
+            peaks = workers.peak_rss_mb()
+        labels = {"store": store, "path": PATH_LABELS["Celery"], "n": size.n}
         for phase, runs in samples.items():
-            self.results.scale.append(summary(runs, store=store, path="Celery ×2", n=size.n, phase=phase))
+            self.results.scale.append(summary(runs, **labels, phase=phase))
         for process, mb in peaks.items():
-            self.results.rss.append({"store": store, "path": "Celery ×2", "n": size.n, "process": process, "mb": mb})
-        get_engine(url).dispose()
+            self.results.rss.append(labels | {"process": process, "mb": mb})
+
+    def change_pages(self, upstream: Upstream, n: int) -> None:
+        """Give 5 % of the pages a new label: a different 5 % and a new generation each time."""
+        self._changes += 1
+        change_pages(upstream, range(self._changes % CHANGED_SHARE, n, CHANGED_SHARE), SMALL_PAGE, self._changes)
 
     # -- the mixed-host scenario
 
@@ -311,7 +392,7 @@ class Bench:
         self.results.mixed.append(mixed_summary(runs, "CLI (`sync --all`, --jobs 4), SQLite"))
 
     def mixed_celery(self, catalogue: Path) -> None:
-        from benchmarks.celery_path import CeleryWorkers, run_resync
+        from benchmarks.celery_path import CeleryWorkers
         from worker.catalogue import load_catalogue
 
         keys = [entry.key for entry in load_catalogue(catalogue).entries]
@@ -322,11 +403,11 @@ class Bench:
             env = self.env(url, catalogue, upstream, lifted=False) | {"DATASYNC_BROKER_URL": self.broker_url()}
             log_dir = self.scratch / "celery-mixed"
             log_dir.mkdir()
-            with CeleryWorkers(env, log_dir):
+            with CeleryWorkers(env, log_dir) as workers:
                 for _ in range(self.plan.mixed_repeats):
                     empty_store(url)
                     upstream.arrivals.clear()
-                    runs.append(run_resync(keys) | host_bound(upstream))
+                    runs.append(workers.resync(keys) | host_bound(upstream))
         self.results.mixed.append(mixed_summary(runs, "Celery (2 `datasync worker`, `resync --all`), PostgreSQL"))
 
     # -- threads
@@ -367,16 +448,31 @@ class Bench:
             self.results.process = list(process_bench.measure(repeats=self.plan.process_repeats))
 
 
-def changed(n: int, repeat: int) -> range:
-    """The 5 % of datasets that change in this repeat (a different share each time)."""
-    return range(repeat % CHANGED_SHARE, n, CHANGED_SHARE)
+def phases_of(path: str, phases: str) -> tuple[str, ...]:
+    """The phases a path runs in a repeat of ``phases`` (status is a CLI command: it runs on the CLI path)."""
+    growth = ("full sync (first)", "unchanged re-sync (304)")
+    if path == "CLI":
+        every = (*growth, "unchanged re-sync (304), --jobs 1", "5 % changed", "forced (--refetch)", "status")
+        return every if phases == EVERY_PHASE else (*growth, "status")
+    return (*growth, "5 % changed", "forced (--refetch)") if phases == EVERY_PHASE else growth[1:]
+
+
+def measured(samples: dict[str, list[dict[str, Any]]], phase: str, run: Callable[[], dict[str, Any]]) -> None:
+    """One run of a phase, with the machine's 1-minute load average as it started."""
+    load_at_start = os.getloadavg()[0]
+    samples.setdefault(phase, []).append(run() | {"load": load_at_start})
 
 
 def summary(runs: list[dict[str, Any]], **labels: Any) -> dict[str, Any]:
-    """Median wall time of the repeats, per-dataset costs, and SQL per dataset (where counted)."""
-    wall = statistics.median(run["wall_s"] for run in runs)
-    n = labels["n"]
+    """Median wall time of the repeats (with their range and load), per-dataset costs, SQL per dataset."""
+    walls = [run["wall_s"] for run in runs]
+    wall, n = statistics.median(walls), labels["n"]
     row = labels | {"repeats": len(runs), "wall_s": wall, "ms_per_dataset": wall / n * 1000, "per_s": n / wall}
+    loads = [run["load"] for run in runs]
+    row |= {"wall_range": (min(walls), max(walls)), "load_range": (min(loads), max(loads))}
+    for key in ("enqueue_s", "pool_processes"):
+        if key in runs[0]:
+            row[key] = statistics.median(run[key] for run in runs)
     statuses: Counter[str] = Counter()
     for run in runs:
         statuses.update(run["statuses"])
@@ -426,9 +522,82 @@ def default_setting(name: str) -> float:
     return float(Settings.model_fields[name].default)
 
 
+def reload_cost(n: int, phases: str, path: str) -> float:
+    """Seconds per dataset the Celery path's catalogue re-reads add at ``n`` datasets."""
+    return n * CELERY_RELOAD_PER_ENTRY * len(phases_of(path, phases)) if path == "Celery" else 0.0
+
+
+def repeat_cost(n: int, phases: str, path: str, store: str) -> float:
+    """Seconds for one repeat at ``n``, from the recorded costs."""
+    per_dataset = COST_PER_DATASET[phases, path, store] + reload_cost(n, phases, path)
+    return n * per_dataset + COST_PER_REPEAT[path]
+
+
+def section_cost(plan: Plan, section: str) -> float:
+    """Seconds the other sections take: the mixed hosts' run is bound by the busiest host's rate (~32 s)."""
+    mixed_run = 33.0 if plan.mixed_nhs is None else 5.0
+    costs = {
+        "mixed": 2 * plan.mixed_repeats * mixed_run,
+        "jobs": 4.0 * plan.jobs_repeats,
+        "parse": 5 + 4 * plan.parse_runs * plan.parse_seconds,
+        "process": 12.0 * plan.process_repeats,
+    }
+    return costs.get(section, 0.0)
+
+
+def size_cost(size: Size, repeats: int) -> float:
+    """Seconds for a size on both stores and paths, from the recorded costs: setting up, then the repeats."""
+    sets = [(path, store) for path in PATHS for store in STORES]
+    return sum(COST_PER_SET[path] + repeats * repeat_cost(size.n, size.phases, path, store) for path, store in sets)
+
+
+def expected_seconds(plan: Plan, sections: list[str], budget_s: float) -> float:
+    """The run's expected wall time on the project's 2-core machine (recorded per-dataset costs)."""
+    fixed = sum(section_cost(plan, name) for name in sections)
+    if "scale" not in sections:
+        return fixed
+    total = fixed
+    for size in plan.sizes:
+        repeats = size.repeats
+        if size.fit:  # what fits the budget after everything else, at least one
+            left = budget_s - total - size_cost(size, 0)
+            repeats = max(1, min(size.repeats, int(left // (size_cost(size, 1) - size_cost(size, 0)))))
+        total += size_cost(size, repeats)
+    return total
+
+
+def describe(size: Size) -> str:
+    repeats = f"up to {size.repeats} (as many as fit)" if size.fit else str(size.repeats)
+    return f"{repeats} × {size.phases}"
+
+
+def mode(args: argparse.Namespace) -> str:
+    if args.quick:
+        return "--quick"
+    if args.full or args.repeats:
+        return f"--repeats {args.repeats or 5} (full)"
+    return f"default run ({args.budget_minutes:.0f}-min budget)"
+
+
+def choose_plan(args: argparse.Namespace) -> Plan:
+    if args.quick:
+        return QUICK
+    if args.full or args.repeats:
+        return full_plan(args.repeats or 5)
+    return DEFAULT
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run, not figures")
+    parser.add_argument("--full", action="store_true", help="every phase 5 times at every N (~2 h 45 min on 2 cores)")
+    parser.add_argument("--repeats", type=int, help="every phase this many times at every N (--full = 5)")
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=BUDGET_MINUTES,
+        help="the default run's time budget: N = 10,000 gets as many repeats as fit (at least one)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the results (RESULTS.md)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     parser.add_argument("--max-n", type=int, help="leave out the scale sizes above this N (a machine under load)")
@@ -436,15 +605,26 @@ def main(argv: list[str] | None = None) -> None:
     sections = [name.strip() for name in args.sections.split(",") if name.strip()]
     if unknown := set(sections) - set(SECTIONS):
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
-    plan = QUICK if args.quick else FULL
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    plan = choose_plan(args)
     left_out = [size.n for size in plan.sizes if args.max_n is not None and size.n > args.max_n]
     plan = replace(plan, sizes=tuple(size for size in plan.sizes if size.n not in left_out))
+    budget_s = args.budget_minutes * 60
+    expected = expected_seconds(plan, sections, budget_s)
+    print(
+        f"expected runtime ~{expected / 60:.0f} min on the project's 2-core machine (longer under load); "
+        f"scale sizes: {', '.join(f'N={size.n:,} {describe(size)}' for size in plan.sizes)}",
+        file=sys.stderr,
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # servers and workers are stopped on the way out
     from benchmarks.report import render
 
     started, when, start_load = time.monotonic(), datetime.now(UTC), load()
     with tempfile.TemporaryDirectory(prefix="datasync-bench-") as scratch:
-        bench = Bench(plan, Path(scratch))
+        later = sections[sections.index("scale") + 1 :] if "scale" in sections else []
+        bench = Bench(plan, Path(scratch), budget_s, reserve_s=sum(section_cost(plan, name) for name in later))
         bench.results.notes += [f"N = {n:,}: left out of this run with `--max-n {args.max_n}`." for n in left_out]
         try:
             for name in sections:
@@ -457,7 +637,7 @@ def main(argv: list[str] | None = None) -> None:
             bench.close()
     machine = (
         f"{when:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{'--quick' if args.quick else 'full run'}, {time.monotonic() - started:.0f} s in all; "
+        f"{mode(args)}, {time.monotonic() - started:.0f} s in all (expected ~{expected:.0f} s); "
         f"load average (1/5/15 min) at the start {start_load}"
     )
     text = render(bench.results, machine, sections)
