@@ -305,6 +305,7 @@ class HttpClient:
     def _read(self, canonical: str, response: requests.Response) -> Document:
         with response:
             if response.status_code == 304:
+                _ = response.content  # its empty body read, closing keeps the connection alive for the next request
                 raise NotModified(canonical)
             _raise_for_status(canonical, response)
             body = self._read_capped(canonical, response)
