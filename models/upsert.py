@@ -184,7 +184,8 @@ def stamp_verified(session: Session, key: str, stamp_field: str, now: datetime) 
     One ``UPDATE ... RETURNING``, guarded in SQL by ``load_syncable``'s rule; only when it matches
     nothing is the row read, to refuse a row people own by name (``OwnedByPeople``) or say None.
     """
-    stamped = session.execute(_stamping(table_of(session), stamp_field), {"dataset": key, "now": now}).first()
+    stamping = _stamping(table_of(session), stamp_field)
+    stamped = session.connection().execute(stamping, {"dataset": key, "now": now}).first()
     if stamped is None:
         load_syncable(session, key)
         return None
