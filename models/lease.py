@@ -167,12 +167,14 @@ class _Renewer:
         self._held: dict[int, Renewal] = {}
         self._changed = threading.Condition()
         self._wake_at = math.inf
+        self._idle_period = math.inf  # with nothing held, it looks again after one renewal period
         threading.Thread(target=self._run, name="lease-renewer", daemon=True).start()
 
     def add(self, renewal: Renewal) -> None:
         with self._changed:
             self._held[id(renewal)] = renewal
-            if renewal.due < self._wake_at:  # leases of one TTL fall due in order: rarely earlier
+            self._idle_period = renewal.ttl_seconds / 3
+            if renewal.due < self._wake_at:  # leases of one TTL fall due in order: woken only for a shorter one
                 self._changed.notify()
 
     def discard(self, renewal: Renewal) -> None:
@@ -182,10 +184,9 @@ class _Renewer:
     def _run(self) -> None:
         while True:
             with self._changed:
-                due = self._next_due()
-                while not due:
-                    self._changed.wait(None if self._wake_at == math.inf else self._wake_at - time.monotonic())
-                    due = self._next_due()
+                while not (due := self._next_due()):
+                    wait = None if self._wake_at == math.inf else max(0.0, self._wake_at - time.monotonic())
+                    self._changed.wait(wait)
             for renewal in due:
                 if not renewal.renew_once():
                     self.discard(renewal)
@@ -195,7 +196,7 @@ class _Renewer:
         now = time.monotonic()
         due = [renewal for renewal in self._held.values() if renewal.due <= now]
         later = [renewal.due for renewal in self._held.values() if renewal.due > now]
-        self._wake_at = min(later, default=math.inf)
+        self._wake_at = min(later, default=now + self._idle_period)
         return due
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 
 from sqlalchemy import select
@@ -59,3 +61,25 @@ def test_the_scan_closes_runs_whose_syncer_lost_its_lease_and_keeps_live_ones(se
     assert (runs[dead].status, runs[dead].error_kind) == ("failed", "abandoned")
     assert runs[dead].finished_at is not None
     assert lease.abandon_dead_runs(sessions) == []
+
+
+def test_leases_held_at_once_are_all_renewed_by_one_thread_and_a_stopped_one_no_more(sessions) -> None:
+    keys = ["nhs_trusts", "ethnic_category", "icb_codes"]
+    for key in keys:
+        assert lease.acquire(sessions, key, "worker-a", 0.6)
+    first = {key: expires_at(sessions, key) for key in keys}
+    threads_before = threading.active_count()
+    with contextlib.ExitStack() as held:
+        renewals = [held.enter_context(lease.kept(sessions, key, "worker-a", 0.6)) for key in keys]
+        assert threading.active_count() <= threads_before + 1  # at most the process's renewer, once
+        deadline = time.monotonic() + 10
+        while any(expires_at(sessions, key) == first[key] for key in keys) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(expires_at(sessions, key) > first[key] for key in keys)
+        renewals[0].stop()
+        stopped = expires_at(sessions, keys[0])
+        deadline = time.monotonic() + 10
+        while any(expires_at(sessions, key) <= stopped for key in keys[1:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(expires_at(sessions, key) > stopped for key in keys[1:])  # renewed since the stop
+        assert expires_at(sessions, keys[0]) == stopped  # the stopped one was not
