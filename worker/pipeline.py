@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from models import lease
@@ -200,9 +201,9 @@ def _store(
         option_list.options, option_list.content_hash, list(option_list.retired_codes), list(option_list.default_codes)
     )
     with sync.ending() as session:
-        state = session.get_one(SyncState, entry.key)
+        rejected = session.connection().execute(_REJECTED_HASH, {"key": entry.key}).scalar()
         current = load_syncable(session, entry.key)
-        refusal = None if accept_changes else _refusal(current, state, option_list, sync.ctx.settings)
+        refusal = None if accept_changes else _refusal(current, rejected, option_list, sync.ctx.settings)
         if refusal and current is not None:
             return _record_refusal(session, sync, current, snapshot, option_list, refusal, fetched, now)
         result = write_dataset(
@@ -224,11 +225,15 @@ def _store(
     return outcome
 
 
+# What an operator rejected is read again at the end: a review may have happened during the fetch.
+_REJECTED_HASH = select(lease.STATES.c.rejected_hash).where(lease.STATES.c.dataset_key == bindparam("key"))
+
+
 def _refusal(
-    current: StoredDataset | None, state: SyncState, new: OptionList, settings: Settings
+    current: StoredDataset | None, rejected_hash: str | None, new: OptionList, settings: Settings
 ) -> tuple[str, str] | None:
     """Why a good-looking result must not be applied unreviewed: (state, reason), or None."""
-    if current is not None and state.rejected_hash == new.content_hash:
+    if current is not None and rejected_hash == new.content_hash:
         return "rejected", "the upstream still offers the change an operator rejected; not applied"
     reason = hold_reason(current, new, settings)
     return ("held", reason) if reason else None
