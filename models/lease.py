@@ -200,18 +200,26 @@ class _Renewer:
         return due
 
 
-_renewers: dict[int, _Renewer] = {}
-_renewers_lock = threading.Lock()
+_process_renewer: _Renewer | None = None
+_renewer_lock = threading.Lock()
 
 
 def _renewer() -> _Renewer:
-    """This process's renewer, started on first use (a forked child starts its own: threads do not fork)."""
-    pid = os.getpid()
-    with _renewers_lock:
-        if pid not in _renewers:
-            _renewers.clear()
-            _renewers[pid] = _Renewer()
-        return _renewers[pid]
+    """This process's renewer, started on first use."""
+    global _process_renewer
+    with _renewer_lock:
+        if _process_renewer is None:
+            _process_renewer = _Renewer()
+        return _process_renewer
+
+
+def _forget_the_parents_renewer() -> None:
+    """A forked child starts its own renewer: threads do not fork, and the parent's leases are not its own."""
+    global _process_renewer, _renewer_lock
+    _process_renewer, _renewer_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_renewer)
 
 
 @contextlib.contextmanager

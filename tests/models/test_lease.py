@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import threading
 import time
+from multiprocessing.connection import Connection
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import lease
+from models.db import session_factory
 from models.schema import SyncRun, SyncState
 from models.types import utcnow
 
@@ -83,3 +86,26 @@ def test_leases_held_at_once_are_all_renewed_by_one_thread_and_a_stopped_one_no_
             time.sleep(0.05)
         assert all(expires_at(sessions, key) > stopped for key in keys[1:])  # renewed since the stop
         assert expires_at(sessions, keys[0]) == stopped  # the stopped one was not
+
+
+def _renew_in_a_forked_child(url: str, answer: Connection) -> None:
+    sessions = session_factory(url)
+    first = expires_at(sessions, "forked")
+    with lease.kept(sessions, "forked", "worker-child", 0.6):
+        deadline = time.monotonic() + 10
+        while expires_at(sessions, "forked") == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        answer.send(expires_at(sessions, "forked") > first)
+
+
+def test_a_forked_child_renews_its_leases_with_a_renewer_of_its_own(sessions) -> None:
+    with lease.kept(sessions, "nhs_trusts", "worker-parent", 60):  # the parent's renewer is running
+        pass
+    url = sessions.kw["bind"].url.render_as_string(hide_password=False)
+    assert lease.acquire(sessions, "forked", "worker-child", 0.6)
+    mine, theirs = multiprocessing.get_context("fork").Pipe()
+    child = multiprocessing.get_context("fork").Process(target=_renew_in_a_forked_child, args=(url, theirs))
+    child.start()
+    assert mine.poll(30) and mine.recv() is True
+    child.join(30)
+    assert child.exitcode == 0
