@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     case,
     cast,
     func,
@@ -227,11 +228,12 @@ class DatasetTable:
         return case((kind == "object", select(func.count()).select_from(keys).scalar_subquery()), else_=0)
 
     def insert(self, session: Session, values: Mapping[str, Any]) -> None:
-        session.execute(insert(self.table).values(**values))
+        session.connection().execute(insert(self.table), dict(values))  # compiled once per set of columns
 
     def update(self, session: Session, row_id: int, values: Mapping[str, Any]) -> None:
         if values:
-            session.execute(update(self.table).where(self.table.c.id == row_id).values(**values))
+            by_id = update(self.table).where(self.table.c.id == bindparam("row_id"))
+            session.connection().execute(by_id, {**values, "row_id": row_id})
 
     def check(self, connection: Connection) -> None:
         """Refuse a table that lacks a column datasync uses, types it cannot write, or needs values it never gives."""

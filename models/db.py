@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
+import sqlite3
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Dialect, Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.datasets import DATASYNC_TABLE, DatasetTable
@@ -51,13 +57,98 @@ def close_sqlite_connections() -> None:
 os.register_at_fork(before=close_sqlite_connections)
 
 
+SQLITE_BUSY_SECONDS = 30  # how long a writer waits for SQLite's write lock (another thread's or process's)
+
+
 def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        factory = _serialised_connection(threading.Lock())
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS, "factory": factory})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url)
+    event.listen(engine.pool, "checkin", _note_idle_since)
+    event.listen(engine.pool, "checkout", functools.partial(_ping_if_idle, engine.dialect))
+    return engine
+
+
+# A pooled connection idle longer than this is pinged before use (a server restart or an idle
+# timeout may have closed it); one back in the pool for less is used at once, which saves a sync
+# two round trips. A connection that died within that second fails its first statement, which
+# invalidates the pool as any disconnect does.
+PING_AFTER_IDLE_SECONDS = 1.0
+IDLE_SINCE = "datasync_idle_since"
+
+
+def _note_idle_since(_dbapi_connection: Any, record: Any) -> None:
+    if record is not None:
+        record.info[IDLE_SINCE] = time.monotonic()
+
+
+def _ping_if_idle(dialect: Dialect, dbapi_connection: Any, record: Any, _proxy: object) -> None:
+    idle_since = record.info.pop(IDLE_SINCE, None)
+    if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+        return  # just connected, or just used
+    try:
+        dialect.do_ping(dbapi_connection)
+    except dialect.loaded_dbapi.Error as error:
+        if dialect.is_disconnect(error, dbapi_connection, None):
+            raise DisconnectionError() from error  # the pool connects afresh and tries again
+        raise
+
+
+class _SerialisedConnection(sqlite3.Connection):
+    """A SQLite connection whose writing transactions queue on a lock shared by the engine's connections.
+
+    SQLite's busy handler polls: a writer finding the lock taken sleeps 1, 2, 5, 10... ms before it
+    looks again, though another thread's transaction frees it within a millisecond. Threads of one
+    process queue on this lock instead and each starts the moment the last commits; other processes
+    still meet the busy handler. Taken at ``BEGIN IMMEDIATE``, freed by whatever ends the transaction.
+    """
+
+    write_lock: threading.Lock  # one per engine (``_serialised_connection``)
+    holds_write_lock = False
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the engine's write lock from here to the end of the transaction the block begins."""
+        if not self.write_lock.acquire(timeout=SQLITE_BUSY_SECONDS):
+            raise sqlite3.OperationalError("database is locked (by another thread of this process)")
+        self.holds_write_lock = True
+        try:
+            yield
+        except BaseException:
+            self._free_write_lock()
+            raise
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._free_write_lock()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._free_write_lock()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._free_write_lock()
+
+    def _free_write_lock(self) -> None:
+        if self.holds_write_lock:
+            self.holds_write_lock = False
+            self.write_lock.release()
+
+
+def _serialised_connection(lock: threading.Lock) -> type[_SerialisedConnection]:
+    """The connection class for one engine: its connections share ``lock``."""
+    return type("SerialisedConnection", (_SerialisedConnection,), {"write_lock": lock})
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
@@ -79,8 +170,12 @@ def _sqlite_begin(connection: Connection) -> None:
     # A writing transaction takes the write lock at BEGIN: one that reads first and then writes
     # fails with SQLITE_BUSY at once (no busy_timeout wait) when another writer got there between.
     # A reading one begins deferred, so under WAL it neither waits for nor holds the write lock.
-    reads_only = connection.get_execution_options().get(READING, False)
-    connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
+    # Writers of this process queue on the engine's lock first (``_SerialisedConnection``).
+    if connection.get_execution_options().get(READING, False):
+        connection.exec_driver_sql("BEGIN")
+        return
+    with cast(_SerialisedConnection, connection.connection.dbapi_connection).writing():
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def reading(sessions: sessionmaker[Session]) -> sessionmaker[Session]:

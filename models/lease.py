@@ -11,17 +11,22 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
+import os
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, CursorResult, Insert, String, and_, bindparam, case, or_, select, update
+from sqlalchemy import BindParameter, CursorResult, Insert, String, and_, bindparam, case, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.datasets import DatasetTable, table_of
 from models.db import reading
 from models.schema import Base, SyncRun, SyncState
 from models.types import UTCDateTime, utcnow
@@ -49,37 +54,52 @@ def ensure_state(session: Session, key: str) -> SyncState:
     return session.get_one(SyncState, key, populate_existing=True)
 
 
-def take(session: Session, key: str, owner: str, ttl_seconds: float, now: datetime) -> SyncState | None:
+@dataclass(frozen=True)
+class Taken:
+    """A lease just taken: the state row as it now is, and whether the dataset's row is stored."""
+
+    state: SyncState
+    row_stored: bool  # the stored validators describe a row that still exists
+
+
+def take(session: Session, key: str, owner: str, ttl_seconds: float, now: datetime) -> Taken | None:
     """Take the lease on ``key`` in the caller's transaction: the state row (created if missing) as
     it now is, or None while another owner holds a live lease.
 
     One upsert does it (``ON CONFLICT ... DO UPDATE ... WHERE`` the lease is free, ours or expired,
-    ``RETURNING`` the row), so a sync learns its state in the same statement that leases it. The
-    state comes back detached: a record of the row, not a handle to change it.
+    ``RETURNING`` the row, whether the dataset row exists and whether a run is left 'running'), so
+    a sync learns all it needs to start in the statement that leases it. The state comes back
+    detached: a record of the row, not a handle to change it.
     """
     expires = now + timedelta(seconds=ttl_seconds)
-    taking = _taking(session.get_bind().dialect.name)
-    row = session.execute(taking, {"key": key, "owner": owner, "expires": expires, "now": now}).first()
+    taking = _taking(session.get_bind().dialect.name, table_of(session))
+    connection = session.connection()  # Core on the session's connection: no ORM bookkeeping per statement
+    row = connection.execute(taking, {"key": key, "owner": owner, "expires": expires, "now": now}).first()
     if row is None:
         return None
-    session.execute(_ABANDON_STALE_RUNS, {"key": key, "now": now})
-    return SyncState(**row._mapping)
+    *state, row_stored, stale_runs = row
+    if stale_runs:
+        connection.execute(_ABANDON_STALE_RUNS, {"key": key, "now": now})
+    return Taken(SyncState(**dict(zip(STATES.c.keys(), state, strict=True))), bool(row_stored))
 
 
 @functools.cache
-def _taking(dialect: str) -> Insert:
-    """``take``'s upsert, built once per dialect (its values are bound at execution)."""
+def _taking(dialect: str, datasets: DatasetTable) -> Insert:
+    """``take``'s upsert, built once per dialect and dataset table (its values are bound at execution)."""
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     owner, expires = bindparam("owner", type_=String()), bindparam("expires", type_=UTCDateTime())
     now = bindparam("now", type_=UTCDateTime())
     held_by = STATES.c.lease_owner
     available = or_(held_by.is_(None), held_by == owner, STATES.c.lease_expires_at < now)
     leased = {"lease_owner": owner, "lease_expires_at": expires}
+    key = bindparam("key", type_=String())
+    row_stored = exists().where(datasets.table.c.key == key)
+    stale_runs = exists().where(RUNS.c.dataset_key == key, RUNS.c.status == "running")
     return (
         insert(STATES)
-        .values(dataset_key=bindparam("key"), paused=False, consecutive_failures=0, **leased)
+        .values(dataset_key=key, paused=False, consecutive_failures=0, **leased)
         .on_conflict_do_update(index_elements=[STATES.c.dataset_key], set_=leased, where=available)
-        .returning(*STATES.c)
+        .returning(*STATES.c, row_stored, stale_runs)
     )
 
 
@@ -102,24 +122,104 @@ def renew(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: fl
 
 
 class Renewal:
-    """Keeps an acquired lease alive from a thread of this process, so it stops exactly when that
-    process dies, and the lease then runs out within one TTL."""
+    """One held lease, kept alive by this process's renewer thread (:class:`_Renewer`), so renewal
+    stops exactly when the process dies, and the lease then runs out within one TTL."""
 
     def __init__(self, sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> None:
         self.freed = False  # set once the holder's last write has freed the lease (``freeing``)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=_keep_renewing,
-            args=(sessions, key, owner, ttl_seconds, self._stop),
-            name=f"lease-{key}",
-            daemon=True,
-        )
-        self._thread.start()
+        self.sessions, self.key, self.owner, self.ttl_seconds = sessions, key, owner, ttl_seconds
+        self.due = time.monotonic() + ttl_seconds / 3
+        self._lock = threading.Lock()  # held while a renewal is in flight, so ``stop`` waits for it
+        self._stopped = False
+        _renewer().add(self)
 
     def stop(self) -> None:
         """Renew no more (idempotent); the holder's last write follows, so no renewal can land after it."""
-        self._stop.set()
-        self._thread.join()
+        with self._lock:
+            self._stopped = True
+        _renewer().discard(self)
+
+    def renew_once(self) -> bool:
+        """Renew now (the renewer thread); False once stopped or lost, so it is renewed no more."""
+        with self._lock:
+            if self._stopped:
+                return False
+            try:
+                if not renew(self.sessions, self.key, self.owner, self.ttl_seconds):
+                    log.warning(
+                        "lease on %s was lost (expired and taken over); this sync may overlap another", self.key
+                    )
+                    return False
+            except SQLAlchemyError as exc:  # the store may be back before the lease runs out: keep trying
+                log.warning("could not renew the lease on %s: %s", self.key, exc.__class__.__name__)
+            self.due = time.monotonic() + self.ttl_seconds / 3
+            return True
+
+
+class _Renewer:
+    """One daemon thread per process renewing every lease its syncs hold, each every third of its TTL.
+
+    A thread per sync cost a thread start and join per dataset, more than the SQL of an unchanged one.
+    The held leases are as many as the syncs in flight (a few), so finding the next one due is a scan.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[int, Renewal] = {}
+        self._changed = threading.Condition()
+        self._wake_at = math.inf
+        self._idle_period = math.inf  # with nothing held, it looks again after one renewal period
+        threading.Thread(target=self._run, name="lease-renewer", daemon=True).start()
+
+    def add(self, renewal: Renewal) -> None:
+        with self._changed:
+            self._held[id(renewal)] = renewal
+            self._idle_period = renewal.ttl_seconds / 3
+            if renewal.due < self._wake_at:  # leases of one TTL fall due in order: woken only for a shorter one
+                self._changed.notify()
+
+    def discard(self, renewal: Renewal) -> None:
+        with self._changed:
+            self._held.pop(id(renewal), None)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not (due := self._next_due()):
+                    wait = None if self._wake_at == math.inf else max(0.0, self._wake_at - time.monotonic())
+                    self._changed.wait(wait)
+            for renewal in due:
+                if not renewal.renew_once():
+                    self.discard(renewal)
+
+    def _next_due(self) -> list[Renewal]:
+        """The leases due now; sets ``_wake_at`` to when the next one is (under ``_changed``)."""
+        now = time.monotonic()
+        due = [renewal for renewal in self._held.values() if renewal.due <= now]
+        later = [renewal.due for renewal in self._held.values() if renewal.due > now]
+        self._wake_at = min(later, default=now + self._idle_period)
+        return due
+
+
+_process_renewer: _Renewer | None = None
+_renewer_lock = threading.Lock()
+
+
+def _renewer() -> _Renewer:
+    """This process's renewer, started on first use."""
+    global _process_renewer
+    with _renewer_lock:
+        if _process_renewer is None:
+            _process_renewer = _Renewer()
+        return _process_renewer
+
+
+def _forget_the_parents_renewer() -> None:
+    """A forked child starts its own renewer: threads do not fork, and the parent's leases are not its own."""
+    global _process_renewer, _renewer_lock
+    _process_renewer, _renewer_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_renewer)
 
 
 @contextlib.contextmanager
@@ -134,18 +234,6 @@ def kept(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: flo
         renewal.stop()
         if not renewal.freed:
             release(sessions, key, owner)
-
-
-def _keep_renewing(
-    sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float, stop: threading.Event
-) -> None:
-    while not stop.wait(ttl_seconds / 3):
-        try:
-            if not renew(sessions, key, owner, ttl_seconds):
-                log.warning("lease on %s was lost (expired and taken over); this sync may overlap another", key)
-                return
-        except SQLAlchemyError as exc:  # the store may be back before the lease runs out: keep trying
-            log.warning("could not renew the lease on %s: %s", key, exc.__class__.__name__)
 
 
 def release(sessions: sessionmaker[Session], key: str, owner: str) -> None:

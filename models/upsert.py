@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import ColumnElement, Update, and_, bindparam, exists, or_, update
+from sqlalchemy import ColumnElement, Update, and_, bindparam, exists, insert, or_, update
 from sqlalchemy.orm import Session
 
 from models.datasets import SYNCED_CATEGORIES, SYNCED_SOURCE_TYPES, DatasetTable, StoredDataset, table_of
@@ -184,7 +184,8 @@ def stamp_verified(session: Session, key: str, stamp_field: str, now: datetime) 
     One ``UPDATE ... RETURNING``, guarded in SQL by ``load_syncable``'s rule; only when it matches
     nothing is the row read, to refuse a row people own by name (``OwnedByPeople``) or say None.
     """
-    stamped = session.execute(_stamping(table_of(session), stamp_field), {"dataset": key, "now": now}).first()
+    stamping = _stamping(table_of(session), stamp_field)
+    stamped = session.connection().execute(stamping, {"dataset": key, "now": now}).first()
     if stamped is None:
         load_syncable(session, key)
         return None
@@ -303,19 +304,21 @@ def _record_version(
     now: datetime,
 ) -> None:
     counts = diff.counts() if origin != "adopted" else {"added": 0, "removed": 0, "relabelled": 0}
-    session.add(
-        DatasetVersion(
-            dataset_key=key,
-            version=version,
-            options=dict(snapshot.options),
-            retired_codes=list(snapshot.retired_codes),
-            default_codes=list(snapshot.default_codes),
-            content_hash=snapshot.content_hash,
-            created_at=now,
-            run_id=run_id,
-            origin=origin,
-            codes_added=counts["added"],
-            codes_removed=counts["removed"],
-            codes_relabelled=counts["relabelled"],
-        )
-    )
+    version_row = {
+        "dataset_key": key,
+        "version": version,
+        "options": dict(snapshot.options),
+        "retired_codes": list(snapshot.retired_codes),
+        "default_codes": list(snapshot.default_codes),
+        "content_hash": snapshot.content_hash,
+        "created_at": now,
+        "run_id": run_id,
+        "origin": origin,
+        "codes_added": counts["added"],
+        "codes_removed": counts["removed"],
+        "codes_relabelled": counts["relabelled"],
+    }
+    session.connection().execute(_ADD_VERSION, version_row)  # Core: no ORM unit of work for one row
+
+
+_ADD_VERSION = insert(DatasetVersion)

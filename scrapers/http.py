@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -24,6 +24,9 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from scrapers.errors import PermanentError, SyncError, TransientError
+
+if TYPE_CHECKING:
+    from requests.sessions import _Settings
 
 MAX_REDIRECTS = 5
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -237,6 +240,31 @@ def host_of(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
+class _Session(requests.Session):
+    """A requests session that reads the proxy and CA-bundle environment once per scheme and host.
+
+    requests scans every environment variable for proxies on each request, which cost an unchanged
+    (304) sync about as much as its SQL; the environment of a running process does not change.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple[str, str, Any, Any, Any], _Settings] = {}
+
+    def merge_environment_settings(
+        self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> _Settings:
+        if proxies:  # explicit proxies merge with the environment's as requests does
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url.decode() if isinstance(url, bytes) else url or "")
+        key = (parts.scheme, parts.netloc, stream, verify, cert)
+        if key not in self._environment:
+            self._environment[key] = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings = self._environment[key].copy()
+        settings["proxies"] = dict(settings["proxies"])  # requests may add to it: the cached one stays as read
+        return settings
+
+
 class HttpClient:
     def __init__(
         self,
@@ -250,7 +278,7 @@ class HttpClient:
         deadline: float = 60.0,
         host_health: HostHealth | None = None,
     ) -> None:
-        self.session = requests.Session()
+        self.session = _Session()
         self.session.headers["User-Agent"] = user_agent
         for adapter in self.session.adapters.values():
             if isinstance(adapter, requests.adapters.HTTPAdapter):
@@ -356,6 +384,7 @@ class HttpClient:
     def _read(self, canonical: str, response: requests.Response) -> Document:
         with response:
             if response.status_code == 304:
+                _ = response.content  # its empty body read, closing keeps the connection alive for the next request
                 raise NotModified(canonical)
             _raise_for_status(canonical, response)
             body = self._read_capped(canonical, response)

@@ -1,20 +1,22 @@
-"""Store bookkeeping per unchanged (304) dataset sync, one thread, SQLite (issue 11's store-path figure).
+"""Store bookkeeping per unchanged (304) dataset sync, one thread, SQLite or PostgreSQL (issue 11's store-path figure).
 
 Syncs N copies of one catalogue entry against the local test upstream, then re-syncs them all
 (forced, so none is skipped as fresh): each answers 304. The time spent outside ``fetch_options``
 is the store's bookkeeping: wall time (fsync waits included) and the syncing thread's CPU time (what
 a busy shared machine inflates least). Prints medians over several rounds, with the SQL counted.
 
-    .venv/bin/python scripts/store_path_cost.py --datasets 200 --rounds 5
+    .venv/bin/python scripts/store_path_cost.py --datasets 200 --rounds 5 [--store postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     template = load_catalogue(DEFAULT_CATALOGUE).select([TEMPLATE])[0]
     entries = [replace(template, key=f"cost_{index:04d}") for index in range(args.datasets)]
@@ -51,8 +54,7 @@ def main() -> None:
             fetching[1] += time.thread_time() - cpu
 
     pipeline.fetch_options = timed_fetch  # type: ignore[assignment]
-    with tempfile.TemporaryDirectory() as scratch, Upstream() as upstream:
-        url = f"sqlite:///{Path(scratch) / 'cost.db'}"
+    with tempfile.TemporaryDirectory() as scratch, Upstream() as upstream, store_url(args.store, Path(scratch)) as url:
         migrate(url)
         settings = Settings(database_url=url, url_rewrites=upstream.rewrites())
         ctx = SyncContext.from_settings(settings)
@@ -72,13 +74,29 @@ def main() -> None:
             statements.append(count.statements / args.datasets)
             transactions.append(count.transactions / args.datasets)
         ctx.close()
-    print(f"{args.datasets} unchanged (304) datasets, SQLite, 1 thread, median of {args.rounds} rounds")
+        get_engine(url).dispose()
+    print(f"{args.datasets} unchanged (304) datasets, {args.store}, 1 thread, median of {args.rounds} rounds")
     total, store = statistics.median(totals), statistics.median(stores)
     print(f"per dataset: {total:.2f} ms in all, {store:.2f} ms store bookkeeping (wall)")
     print(f"per dataset: {statistics.median(cpus):.2f} ms store bookkeeping (CPU of the syncing thread)")
     sql, commits = statistics.median(statements), statistics.median(transactions)
     print(f"per dataset: {sql:.1f} statements in {commits:.1f} transactions")
     print(f"rounds (store ms): {', '.join(f'{value:.2f}' for value in stores)}")
+
+
+@contextlib.contextmanager
+def store_url(kind: str, scratch: Path) -> Iterator[str]:
+    """A file SQLite store, or a database on a local PostgreSQL server started for the run."""
+    if kind == "sqlite":
+        yield f"sqlite:///{scratch / 'cost.db'}"
+        return
+    from tests.servers import PostgresServer
+
+    server = PostgresServer(scratch / "postgres")
+    try:
+        yield str(server.new_database())
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from models import lease
-from models.datasets import StoredDataset, table_of
+from models.datasets import StoredDataset
 from models.db import reading
 from models.diff import OptionsDiff
 from models.schema import SyncState
@@ -92,16 +92,17 @@ def _start(
     """Take the lease and decide, in the start transaction: the id of a 'running' row (committed at
     once, so monitoring sees syncs in flight) and the validators to send, or the outcome of a sync
     that stops here (busy, fresh, paused...) with the lease not kept."""
-    state = lease.take(session, entry.key, owner, ctx.settings.lease_seconds, now)
-    if state is None:
+    taken = lease.take(session, entry.key, owner, ctx.settings.lease_seconds, now)
+    if taken is None:
         busy = "another worker is syncing this dataset right now"
         return add_skip(session, entry.key, trigger, owner, "busy", busy, attempt=attempt)
+    state = taken.state
     skip = _skip_reason(entry, state, trigger, requested_at, ctx.settings, force, retry=attempt > 1)
     if skip:
         lease.free(session, entry.key, owner)
         return add_skip(session, entry.key, trigger, owner, *skip, attempt=attempt)
     run_id = add_running(session, entry.key, trigger, owner, now, attempt)
-    return run_id, None if refetch else _validators(session, state)
+    return run_id, None if refetch else _validators(state, taken.row_stored)
 
 
 @dataclass(frozen=True)
@@ -200,9 +201,9 @@ def _store(
         option_list.options, option_list.content_hash, list(option_list.retired_codes), list(option_list.default_codes)
     )
     with sync.ending() as session:
-        state = session.get_one(SyncState, entry.key)
+        rejected = session.connection().execute(_REJECTED_HASH, {"key": entry.key}).scalar()
         current = load_syncable(session, entry.key)
-        refusal = None if accept_changes else _refusal(current, state, option_list, sync.ctx.settings)
+        refusal = None if accept_changes else _refusal(current, rejected, option_list, sync.ctx.settings)
         if refusal and current is not None:
             return _record_refusal(session, sync, current, snapshot, option_list, refusal, fetched, now)
         result = write_dataset(
@@ -224,11 +225,15 @@ def _store(
     return outcome
 
 
+# What an operator rejected is read again at the end: a review may have happened during the fetch.
+_REJECTED_HASH = select(lease.STATES.c.rejected_hash).where(lease.STATES.c.dataset_key == bindparam("key"))
+
+
 def _refusal(
-    current: StoredDataset | None, state: SyncState, new: OptionList, settings: Settings
+    current: StoredDataset | None, rejected_hash: str | None, new: OptionList, settings: Settings
 ) -> tuple[str, str] | None:
     """Why a good-looking result must not be applied unreviewed: (state, reason), or None."""
-    if current is not None and state.rejected_hash == new.content_hash:
+    if current is not None and rejected_hash == new.content_hash:
         return "rejected", "the upstream still offers the change an operator rejected; not applied"
     reason = hold_reason(current, new, settings)
     return ("held", reason) if reason else None
@@ -394,12 +399,9 @@ def _skip_reason(
     return None
 
 
-def _validators(session: Session, state: SyncState) -> Validators | None:
+def _validators(state: SyncState, row_stored: bool) -> Validators | None:
     """Conditional-request validators, only while the stored row they describe still exists."""
-    if not (state.etag or state.last_modified or state.source_token):
-        return None
-    table = table_of(session).table
-    if session.scalar(select(table.c.id).where(table.c.key == state.dataset_key)) is None:
+    if not row_stored or not (state.etag or state.last_modified or state.source_token):
         return None
     return Validators(state.etag, state.last_modified, state.source_token)
 

@@ -75,7 +75,9 @@ def start_run(
 def add_running(session: Session, key: str, trigger: str, worker: str, now: datetime, attempt: int = 1) -> int:
     """``start_run`` in the caller's transaction (a sync's start transaction, which commits at once)."""
     running = {"status": "running", "started_at": now, "attempt": attempt, "worker": worker[:255]}
-    run_id: int = session.execute(_ADD_RUN, {"dataset_key": key, "trigger": trigger, **running}).scalar_one()
+    run_id: int = (
+        session.connection().execute(_ADD_RUN, {"dataset_key": key, "trigger": trigger, **running}).scalar_one()
+    )
     return run_id
 
 
@@ -142,7 +144,8 @@ def finish_run(
     options_before: int | None,
     options_after: int | None = None,
 ) -> None:
-    """Close the run row: one UPDATE by id, without reading the row back first."""
+    """Close the run row: one UPDATE by id, without reading the row back first (Core, on the session's
+    connection: the hot statements skip the ORM's per-statement bookkeeping)."""
     counts = outcome.diff.counts()
     finished = {
         "status": outcome.status,
@@ -161,7 +164,7 @@ def finish_run(
         "will_retry": outcome.will_retry,
         "bytes_fetched": outcome.bytes_fetched,
     }
-    session.execute(_FINISH_RUN, {"run_id": run_id, **finished})
+    session.connection().execute(_FINISH_RUN, {"run_id": run_id, **finished})
 
 
 def finish_state(session: Session, key: str, owner: str, status: str, now: datetime, **values: Any) -> None:
@@ -171,7 +174,7 @@ def finish_state(session: Session, key: str, owner: str, status: str, now: datet
     if status in ("created", "updated", "unchanged"):
         recorded.update(last_success_at=now, consecutive_failures=0)
     statement = _FINISH_FAILED_STATE if status == "failed" else _FINISH_STATE
-    session.execute(statement, {"state_key": key, "lease_holder": owner, **recorded, **values})
+    session.connection().execute(statement, {"state_key": key, "lease_holder": owner, **recorded, **values})
 
 
 def hold_values(snapshot: Snapshot, reason: str, now: datetime) -> dict[str, Any]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import threading
 import time
+from multiprocessing.connection import Connection
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import lease
+from models.db import session_factory
 from models.schema import SyncRun, SyncState
 from models.types import utcnow
 
@@ -59,3 +64,48 @@ def test_the_scan_closes_runs_whose_syncer_lost_its_lease_and_keeps_live_ones(se
     assert (runs[dead].status, runs[dead].error_kind) == ("failed", "abandoned")
     assert runs[dead].finished_at is not None
     assert lease.abandon_dead_runs(sessions) == []
+
+
+def test_leases_held_at_once_are_all_renewed_by_one_thread_and_a_stopped_one_no_more(sessions) -> None:
+    keys = ["nhs_trusts", "ethnic_category", "icb_codes"]
+    for key in keys:
+        assert lease.acquire(sessions, key, "worker-a", 0.6)
+    first = {key: expires_at(sessions, key) for key in keys}
+    threads_before = threading.active_count()
+    with contextlib.ExitStack() as held:
+        renewals = [held.enter_context(lease.kept(sessions, key, "worker-a", 0.6)) for key in keys]
+        assert threading.active_count() <= threads_before + 1  # at most the process's renewer, once
+        deadline = time.monotonic() + 10
+        while any(expires_at(sessions, key) == first[key] for key in keys) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(expires_at(sessions, key) > first[key] for key in keys)
+        renewals[0].stop()
+        stopped = expires_at(sessions, keys[0])
+        deadline = time.monotonic() + 10
+        while any(expires_at(sessions, key) <= stopped for key in keys[1:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(expires_at(sessions, key) > stopped for key in keys[1:])  # renewed since the stop
+        assert expires_at(sessions, keys[0]) == stopped  # the stopped one was not
+
+
+def _renew_in_a_forked_child(url: str, answer: Connection) -> None:
+    sessions = session_factory(url)
+    first = expires_at(sessions, "forked")
+    with lease.kept(sessions, "forked", "worker-child", 0.6):
+        deadline = time.monotonic() + 10
+        while expires_at(sessions, "forked") == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        answer.send(expires_at(sessions, "forked") > first)
+
+
+def test_a_forked_child_renews_its_leases_with_a_renewer_of_its_own(sessions) -> None:
+    with lease.kept(sessions, "nhs_trusts", "worker-parent", 60):  # the parent's renewer is running
+        pass
+    url = sessions.kw["bind"].url.render_as_string(hide_password=False)
+    assert lease.acquire(sessions, "forked", "worker-child", 0.6)
+    mine, theirs = multiprocessing.get_context("fork").Pipe()
+    child = multiprocessing.get_context("fork").Process(target=_renew_in_a_forked_child, args=(url, theirs))
+    child.start()
+    assert mine.poll(30) and mine.recv() is True
+    child.join(30)
+    assert child.exitcode == 0
