@@ -264,7 +264,7 @@ def render(results: Results, machine: str, sections: list[str]) -> str:
             "starts from an emptied store. SQL is counted with `tests/sqlcount.py` (`counting(engine)`) where it",
             "is sent: in the CLI process, and in every pool process of the workers (`benchmarks/worker_sql.py`",
             "runs `datasync worker` with the counters attached; each process reports its totals on request and",
-            "when it is recycled; a pool process is replaced every 100 tasks, `DATASYNC_MAX_TASKS_PER_CHILD`, and",
+            "when it is recycled; a pool process is replaced every 1,000 tasks, `DATASYNC_MAX_TASKS_PER_CHILD`, and",
             "the result column gives the median number of new ones per run). Wall s is the median of the row's",
             "repeats, or the one run where repeats = 1; the load is the 1-minute load average as each run started",
             "(the machine is shared).",

@@ -25,7 +25,6 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -130,10 +129,6 @@ COST_PER_DATASET = {
     (GROWTH_PHASES, "Celery", "sqlite"): 0.0075,
     (GROWTH_PHASES, "Celery", "postgresql"): 0.0086,
 }
-# Growth that is not linear: a worker pool process parses the whole catalogue on its first task and is
-# recycled every 100 tasks (DATASYNC_MAX_TASKS_PER_CHILD), so each Celery sync costs a further
-# N × this (~0.6 s per 10,000 entries, over 100 tasks).
-CELERY_RELOAD_PER_ENTRY = 0.6 / 10_000 / 100
 COST_PER_REPEAT = {"CLI": 1.5, "Celery": 0.5}  # seconds: emptying the store, status's process start
 COST_PER_SET = {"CLI": 3.0, "Celery": 10.0}  # seconds: a store, an upstream, the workers' start
 
@@ -193,18 +188,13 @@ def cli_process(env: dict[str, str]) -> Iterator[Callable[[object], Any]]:
 
 
 def status_command(env: dict[str, str]) -> dict[str, Any]:
-    """``datasync status --json`` as its own process: wall time and that process's peak RSS."""
+    """``datasync status --json`` as its own process: wall time and that process's peak RSS.
+
+    Started from a small probe: a child of this large process would report this process's peak as its own.
+    """
     clean = {name: value for name, value in os.environ.items() if not name.startswith("DATASYNC_")} | env
-    started = time.perf_counter()
-    command = [sys.executable, "-m", "worker.cli", "status", "--json"]
-    process = subprocess.Popen(command, env=clean, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, code, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(code)
-    wall = time.perf_counter() - started
-    if process.returncode:
-        assert process.stderr is not None
-        raise RuntimeError(f"datasync status failed: {process.stderr.read().decode()[-2000:]}")
-    return {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024, "statuses": {}}
+    sample = process_bench.run_once([sys.executable, "-m", "worker.cli", "status", "--json"], clean)
+    return {"wall_s": sample.seconds, "rss_mb": sample.rss_mb, "statuses": {}}
 
 
 class Bench:
@@ -315,7 +305,7 @@ class Bench:
             return repeat_cost(n, phases, path, store)
         largest: int = max(r["n"] for r in rows)
         cost: float = sum(r["ms_per_dataset"] / 1000 for r in rows if r["n"] == largest and r["phase"] in wanted)
-        return n * (cost + reload_cost(n - largest, phases, path)) + COST_PER_REPEAT[path]
+        return n * cost + COST_PER_REPEAT[path]
 
     def scale_cli(self, store: str, size: Size, repeats: int, upstream: Upstream, env: dict[str, str]) -> None:
         samples: dict[str, list[dict[str, Any]]] = {}
@@ -522,15 +512,9 @@ def default_setting(name: str) -> float:
     return float(Settings.model_fields[name].default)
 
 
-def reload_cost(n: int, phases: str, path: str) -> float:
-    """Seconds per dataset the Celery path's catalogue re-reads add at ``n`` datasets."""
-    return n * CELERY_RELOAD_PER_ENTRY * len(phases_of(path, phases)) if path == "Celery" else 0.0
-
-
 def repeat_cost(n: int, phases: str, path: str, store: str) -> float:
     """Seconds for one repeat at ``n``, from the recorded costs."""
-    per_dataset = COST_PER_DATASET[phases, path, store] + reload_cost(n, phases, path)
-    return n * per_dataset + COST_PER_REPEAT[path]
+    return n * COST_PER_DATASET[phases, path, store] + COST_PER_REPEAT[path]
 
 
 def section_cost(plan: Plan, section: str) -> float:

@@ -74,7 +74,7 @@ class Settings(BaseModel):
     worker_concurrency: int = Field(default=2, ge=1, le=256)
     task_soft_time_limit: int = Field(default=240, ge=1, le=12 * HOUR)
     task_time_limit: int = Field(default=300, ge=1, le=12 * HOUR)
-    max_tasks_per_child: int = Field(default=100, ge=1, le=1_000_000)
+    max_tasks_per_child: int = Field(default=1000, ge=1, le=1_000_000)
     visibility_timeout: int = Field(default=3600, ge=1, le=7 * DAY)
 
     # Recovery and hung hosts (reliability-runtime): a killed worker's datasets are synced again

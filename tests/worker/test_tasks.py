@@ -49,6 +49,28 @@ def test_a_broken_catalogue_edit_keeps_the_last_good_catalogue(worker_env: Path)
     assert outcome["status"] == "unchanged"
 
 
+def test_pool_processes_inherit_the_catalogue_read_at_worker_start(
+    worker_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tasks._read_catalogue_before_forking()
+
+    def read_again(*_: object, **__: object) -> None:
+        raise AssertionError("a pool process read the unchanged catalogue again")
+
+    monkeypatch.setattr(tasks, "load_catalogue", read_again)
+    readable, writable = os.pipe()
+    child = os.fork()
+    if child == 0:  # a pool process, forked from the worker's main process as prefork does
+        try:
+            found = "nhs_england_regions" in tasks.process_context()[1].by_key()
+        except BaseException:
+            found = False
+        os.write(writable, b"yes" if found else b"no")
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert os.read(readable, 3) == b"yes"
+
+
 def test_sync_due_enqueues_only_what_is_due(worker_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     queued: list[dict] = []
     monkeypatch.setattr(tasks.sync_dataset_task, "apply_async", lambda **options: queued.append(options))
