@@ -190,7 +190,7 @@ class DatasetTable:
         """The synced rows of ``keys`` without their lists: the database counts the codes, so a status of
         thousands of datasets never holds their options in memory."""
         c = self.table.c
-        count = self._code_count(session.get_bind().dialect.name).label("options_count")
+        count = self.code_count(session.get_bind().dialect.name).label("options_count")
         query = select(c.key, c.name, c.category, c.version, count, c.last_scraped, c.last_synced_at)
         found = session.execute(query.where(self._is_synced(), c.key.in_(keys)))
         return [DatasetSummary(*row) for row in found]
@@ -216,7 +216,7 @@ class DatasetTable:
     def _is_synced(self) -> ColumnElement[bool]:
         return and_(self.table.c.is_custom.is_(False), self.table.c.category != "user_created")
 
-    def _code_count(self, dialect: str) -> ColumnElement[int]:
+    def code_count(self, dialect: str) -> ColumnElement[int]:
         """How many codes the stored list holds, as the stored dataset reads it: anything but a
         ``{code: label}`` object counts 0 (``_options``)."""
         options: ColumnElement[Any] = self.table.c.options

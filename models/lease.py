@@ -12,7 +12,6 @@ import contextlib
 import functools
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.per_process import PerProcess
 from models.datasets import DatasetTable, table_of
 from models.db import reading
 from models.schema import Base, SyncRun, SyncState
@@ -200,26 +200,7 @@ class _Renewer:
         return due
 
 
-_process_renewer: _Renewer | None = None
-_renewer_lock = threading.Lock()
-
-
-def _renewer() -> _Renewer:
-    """This process's renewer, started on first use."""
-    global _process_renewer
-    with _renewer_lock:
-        if _process_renewer is None:
-            _process_renewer = _Renewer()
-        return _process_renewer
-
-
-def _forget_the_parents_renewer() -> None:
-    """A forked child starts its own renewer: threads do not fork, and the parent's leases are not its own."""
-    global _process_renewer, _renewer_lock
-    _process_renewer, _renewer_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_the_parents_renewer)
+_renewer = PerProcess(_Renewer)  # this process's renewer, started on first use
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import heapq
 import re
 import socket
 import threading
@@ -23,6 +24,7 @@ import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from common.per_process import PerProcess
 from scrapers.errors import PermanentError, SyncError, TransientError
 
 if TYPE_CHECKING:
@@ -82,7 +84,7 @@ class NoThrottle:
 
 
 class _Deadline:
-    """The total time one request may take; at expiry its socket is shut down from a timer thread.
+    """The total time one request may take; at expiry the process's watchdog shuts its socket down.
 
     Connect and read timeouts bound each wait for bytes, not their sum: a server dripping one
     byte every few seconds would otherwise hold a sync for ever.
@@ -93,9 +95,8 @@ class _Deadline:
     def __init__(self, seconds: float) -> None:
         self.ends = time.monotonic() + seconds
         self.expired = False
+        self.finished = False  # set (under the watchdog's lock) when the request is over: no cut-off after it
         self.connection: Any = None
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
 
     def remaining(self) -> float:
         return max(0.001, self.ends - time.monotonic())
@@ -103,19 +104,67 @@ class _Deadline:
     @contextlib.contextmanager
     def running(self) -> Iterator[_Deadline]:
         _Deadline.current.value = self
-        self._timer.start()
+        watchdog = _watchdog()
+        watchdog.watch(self)
         try:
             yield self
         finally:
-            self._timer.cancel()
+            watchdog.finish(self)
             _Deadline.current.value = None
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
+        """Cut the request off (the watchdog thread, under its lock, so never after ``finish``)."""
         self.expired = True
         sock = getattr(self.connection, "sock", None)
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One daemon thread per process that cuts off every request still running at its deadline.
+
+    A timer thread per request cost a thread start per request, more under the GIL with several
+    jobs. Deadlines wait in a heap by expiry; a finished request's entry stays until it comes up
+    (or until finished ones are the bulk of the heap, which is then rebuilt without them).
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._finished_in_heap = 0
+        self._changed = threading.Condition()
+        threading.Thread(target=self._run, name="request-deadlines", daemon=True).start()
+
+    def watch(self, deadline: _Deadline) -> None:
+        with self._changed:
+            heapq.heappush(self._heap, (deadline.ends, id(deadline), deadline))
+            if self._heap[0][2] is deadline:  # the soonest now: the thread's wait must be shortened
+                self._changed.notify()
+
+    def finish(self, deadline: _Deadline) -> None:
+        with self._changed:
+            deadline.finished, deadline.connection = True, None
+            if not deadline.expired:  # an expired one has left the heap already
+                self._finished_in_heap += 1
+            if self._finished_in_heap > 64 and self._finished_in_heap * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].finished]
+                heapq.heapify(self._heap)
+                self._finished_in_heap = 0
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    deadline = heapq.heappop(self._heap)[2]
+                    if deadline.finished:
+                        self._finished_in_heap -= 1
+                    else:
+                        deadline.expire()
+                self._changed.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_watchdog = PerProcess(_Watchdog)  # this process's watchdog, started by its first request
 
 
 class _Pacing:

@@ -28,7 +28,6 @@ from models.upsert import (
     Snapshot,
     load_dataset,
     load_syncable,
-    stamp_verified,
     write_dataset,
 )
 from scrapers import SOURCES
@@ -39,7 +38,7 @@ from worker import webhooks
 from worker.catalogue import CatalogueEntry
 from worker.context import SyncContext
 from worker.outcome import SyncOutcome
-from worker.runs import NO_HOLD, add_running, add_skip, finish_run, finish_state, hold_values
+from worker.runs import NO_HOLD, add_running, add_skip, finish_run, finish_state, finish_unchanged, hold_values
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -271,16 +270,10 @@ def _record_refusal(
 
 
 def _store_not_modified(sync: _Sync, reason: str) -> SyncOutcome:
-    entry, now = sync.entry, utcnow()
     with sync.ending() as session:
-        verified = stamp_verified(session, entry.key, entry.stamp_field, now)
-        version, count = (verified.version, verified.options) if verified else (None, None)
-        outcome = SyncOutcome(
-            entry.key, "unchanged", version, count, run_id=sync.run_id, warnings=(reason,), bytes_fetched=0
+        return finish_unchanged(
+            session, sync.entry.key, sync.entry.stamp_field, sync.run_id, sync.owner, sync.started, reason
         )
-        finish_run(session, sync.run_id, outcome, sync.started, now, options_before=count)
-        finish_state(session, entry.key, sync.owner, "unchanged", now)
-    return outcome
 
 
 def _store_failure(

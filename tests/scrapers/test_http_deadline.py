@@ -12,6 +12,7 @@ import pytest
 
 from scrapers.errors import TransientError
 from scrapers.http import HostHealth, HttpClient, UrlRewrites
+from tests.upstream import Upstream
 
 SITE = "https://www.datadictionary.nhs.uk"
 ALLOWED = frozenset({"www.datadictionary.nhs.uk"})
@@ -119,3 +120,48 @@ def test_an_answer_resets_the_count() -> None:
     health.timed_out("a.example")
     with pytest.raises(TransientError, match="host_unreachable|timed out 2 times"):
         health.check("a.example", "https://a.example/x")
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    with Upstream() as server:
+        yield server
+
+
+def test_requests_share_one_deadline_watchdog_thread(upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"{SITE}/t/watchdog/page.html"
+    upstream.set_body(url, b"<html>v1</html>")
+    test_thread, started_here = threading.current_thread(), []
+    start = threading.Thread.start
+
+    def counted(thread: threading.Thread) -> None:
+        if threading.current_thread() is test_thread:  # not the upstream's handler threads
+            started_here.append(thread.name)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counted)
+    http = HttpClient(user_agent="datasync-tests", rewrites=UrlRewrites(upstream.rewrites()), deadline=5.0)
+    with contextlib.closing(http):
+        for _ in range(30):
+            assert http.get(url, allowed_hosts=ALLOWED).body == b"<html>v1</html>"
+    assert started_here in ([], ["request-deadlines"])  # the process's watchdog on its first request, no more
+
+
+@pytest.mark.parametrize("hung", ["drip"], indirect=True)
+def test_a_short_deadline_behind_a_long_one_still_ends_on_time(hung: HungServer) -> None:
+    patient = client(hung, read_timeout=5, deadline=30.0)
+    quick = client(hung, read_timeout=5, deadline=1.0)
+
+    def wait_long() -> None:
+        with contextlib.closing(patient), pytest.raises(TransientError):
+            patient.get(f"{SITE}/long.html", allowed_hosts=ALLOWED)
+
+    long_one = threading.Thread(target=wait_long, daemon=True)
+    long_one.start()
+    started = time.monotonic()
+    with contextlib.closing(quick), pytest.raises(TransientError) as caught:
+        quick.get(f"{SITE}/short.html", allowed_hosts=ALLOWED)
+    assert time.monotonic() - started < 3.0 and caught.value.kind == "timeout"
+    hung.stop.set()  # ends the long one's drip: it fails as a broken read, not at its deadline
+    long_one.join(30)
+    assert not long_one.is_alive()

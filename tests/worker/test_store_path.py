@@ -68,6 +68,36 @@ def test_an_unchanged_sync_is_two_transactions_of_at_most_eight_statements(
     )
 
 
+def test_an_unchanged_end_is_one_statement_on_postgresql_and_records_all_three_rows(
+    ctx: SyncContext, entry: CatalogueEntry, upstream: Upstream, counted: SqlCount
+) -> None:
+    sync_dataset(entry, ctx)
+    upstream.script(entry.url, Scripted(status=500))
+    assert sync_dataset(entry, ctx, force=True).status == "failed"
+    with ctx.sessions() as session:
+        stamp_before = getattr(session.scalars(select(Dataset).where(Dataset.key == KEY)).one(), entry.stamp_field)
+    outcome = synced(ctx, entry, counted, force=True)
+    assert (outcome.status, outcome.version, outcome.options) == ("unchanged", 1, len(expected_result(KEY)["options"]))
+    if ctx.settings.database_url.startswith("postgresql"):  # the lease take, the running row, then the end
+        assert counted.statements == 3 and " ".join(counted.texts[-1].split()).startswith(
+            "WITH stamped AS (UPDATE datasets"
+        ), counted.texts
+    with ctx.sessions() as session:
+        run = session.get_one(SyncRun, outcome.run_id)
+        stamp_after = getattr(session.scalars(select(Dataset).where(Dataset.key == KEY)).one(), entry.stamp_field)
+    assert (run.status, run.version_after, run.options_before, run.options_after) == (
+        "unchanged",
+        1,
+        outcome.options,
+        outcome.options,
+    )
+    assert run.finished_at is not None and run.warnings == list(outcome.warnings) and run.bytes_fetched == 0
+    assert stamp_after > stamp_before
+    state = stored_state(ctx)
+    assert (state.last_status, state.consecutive_failures, state.lease_owner) == ("unchanged", 0, None)
+    assert state.last_success_at == state.last_attempt_at
+
+
 @pytest.mark.parametrize("change", ["created", "updated"])
 def test_a_changed_list_is_written_in_one_transaction_after_the_start(
     ctx: SyncContext, entry: CatalogueEntry, upstream: Upstream, counted: SqlCount, change: str

@@ -1,0 +1,1 @@
+"""Small helpers the other packages share (no dependency on any of them)."""
