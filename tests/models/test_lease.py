@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import multiprocessing
 import threading
 import time
@@ -89,6 +90,7 @@ def test_leases_held_at_once_are_all_renewed_by_one_thread_and_a_stopped_one_no_
 
 
 def _renew_in_a_forked_child(url: str, answer: Connection) -> None:
+    faulthandler.dump_traceback_later(25, exit=True)  # a child stuck after the fork shows where, then ends
     sessions = session_factory(url)
     first = expires_at(sessions, "forked")
     with lease.kept(sessions, "forked", "worker-child", 0.6):
