@@ -3,7 +3,8 @@
 Every figure is the median of ``repeats`` fresh processes, measured side by side in one run with the
 machine's load average noted: ``datasync --help`` against ``python -c pass`` and
 ``python -c "import sqlalchemy"``; ``datasync sync --all`` over the shipped catalogue served by the
-local test upstream (politeness lifted with ``DATASYNC_HOST_LIMITS``, as README's local demo does);
+local test upstream (politeness lifted with ``DATASYNC_HOST_LIMITS``, as README's local demo does), beside
+its imports layer by layer (``SYNC_IMPORT_LAYERS``) and the run-time rest;
 ``datasync status`` and ``status --json`` over a catalogue matching its store, as a real store's datasets
 come from its catalogue: 1,000 and 5,000 entries, each a dataset generated with the models in SQLite
 (50-200 codes each), so the growth per 1,000 shows. Peak RSS is the child's ``ru_maxrss``, read after it
