@@ -3,7 +3,8 @@
 Every figure is the median of ``repeats`` fresh processes, measured side by side in one run with the
 machine's load average noted: ``datasync --help`` against ``python -c pass`` and
 ``python -c "import sqlalchemy"``; ``datasync sync --all`` over the shipped catalogue served by the
-local test upstream (politeness lifted with ``DATASYNC_HOST_LIMITS``, as README's local demo does);
+local test upstream (politeness lifted with ``DATASYNC_HOST_LIMITS``, as README's local demo does), beside
+its imports layer by layer (``SYNC_IMPORT_LAYERS``) and the run-time rest;
 ``datasync status`` and ``status --json`` over a catalogue matching its store, as a real store's datasets
 come from its catalogue: 1,000 and 5,000 entries, each a dataset generated with the models in SQLite
 (50-200 codes each), so the growth per 1,000 shows. Peak RSS is the child's ``ru_maxrss``, read after it
@@ -15,6 +16,7 @@ exits, by a small probe process (a child started from a large process inherits i
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import statistics
@@ -45,6 +47,30 @@ SECTIONS = ("help", "sync", "status")
 SYNC_IMPORTS = (
     "import worker.cli, worker.context, worker.pipeline, worker.scheduling, scrapers.nhs_dd, scrapers.json_api, sqlite3"
 )
+# The same floor by layer, imported in this order in one interpreter (a module two layers share counts in the
+# first). What production needs whatever the design comes first (HTTPS, the store's core, the parser, the CLI);
+# the layers a leaner sync path could leave out come after them, so each one's figure is what leaving it out saves.
+SYNC_IMPORT_LAYERS = (
+    ("requests/urllib3/ssl", "import requests"),
+    ("SQLAlchemy core/asyncio", "import sqlalchemy, sqlalchemy.engine, sqlalchemy.dialects.sqlite, sqlite3"),
+    ("lxml", "import lxml.etree"),
+    ("typer/rich", "import typer, rich.console, rich.table, rich.text"),
+    ("pydantic", "import pydantic, pydantic.types"),
+    ("SQLAlchemy ORM", "import sqlalchemy.orm"),
+    ("SQLAlchemy PostgreSQL dialect", "import sqlalchemy.dialects.postgresql"),
+    ("datasync", SYNC_IMPORTS),
+)
+# Prints the resident set (KB) at the start, then after each layer's imports: one number a line.
+LAYER_PROBE = """
+import sys
+def resident():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+print(resident())
+for statement in sys.argv[1:]:
+    exec(statement)
+    print(resident())
+"""
 HOST = "www.datadictionary.nhs.uk"
 BATCH = 500
 
@@ -151,15 +177,29 @@ def sync_rows(repeats: int) -> list[dict[str, object]]:
 
         sample = medians([*datasync(), "sync", "--all"], env, repeats, warm=empty_store)
     imports = run_once([sys.executable, "-c", SYNC_IMPORTS], env).rss_mb
+    layers = "; ".join(f"{name} {mb:.1f}" for name, mb in import_layers(env))
     return [
         row(
             "`datasync sync --all` peak RSS (shipped catalogue, local upstream)",
-            f"`import sqlalchemy` {sqlalchemy_rss():.0f} MB; the sync path's imports alone {imports:.0f} MB",
+            f"`import sqlalchemy` {sqlalchemy_rss():.0f} MB; the sync path's imports alone {imports:.0f} MB, "
+            f"in MB by layer: {layers}; run-time {sample.rss_mb - imports:.1f}",
             f"{sample.rss_mb:.0f} MB ({sample.seconds:.1f} s)",
             f"≤ {RSS_TARGET_MB:.0f} MB",
             sample.rss_mb <= RSS_TARGET_MB,
         )
     ]
+
+
+def import_layers(env: dict[str, str]) -> list[tuple[str, float]]:
+    """MB each layer of the sync path's imports adds (``SYNC_IMPORT_LAYERS``), Python's own start first."""
+    statements = [statement for _, statement in SYNC_IMPORT_LAYERS]
+    probe = subprocess.run(
+        [sys.executable, "-c", LAYER_PROBE, *statements], env=env, capture_output=True, text=True, check=True
+    )
+    resident = [int(kb) / 1024 for kb in probe.stdout.split()]
+    names = ["Python", *(name for name, _ in SYNC_IMPORT_LAYERS)]
+    added = [resident[0], *(after - before for before, after in itertools.pairwise(resident))]
+    return list(zip(names, added, strict=True))
 
 
 def sqlalchemy_rss() -> float:

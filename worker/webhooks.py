@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from sqlalchemy import select
@@ -27,15 +27,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.dialect_insert import conflict_insert
 from models.diff import OptionsDiff
-from models.monitoring import NotifiedState
 from models.schema import SyncState
 from models.types import utcnow
 from models.upsert import load_dataset
 from worker.catalogue import Catalogue, CatalogueEntry
 from worker.context import SyncContext
-from worker.health import DatasetHealth, health_by_key, iso
 from worker.outcome import SyncOutcome
 from worker.settings import Settings, split_list
+
+if TYPE_CHECKING:
+    from worker.health import DatasetHealth
 
 log = logging.getLogger(__name__)
 ALERTING = ("failing", "stale", "held")
@@ -61,6 +62,8 @@ class Event:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_json(self) -> dict[str, Any]:
+        from worker.health import iso
+
         return {
             "id": self.id,
             "type": self.type,
@@ -181,7 +184,13 @@ def transitions(
     sessions: sessionmaker[Session], catalogue: Catalogue, settings: Settings, now: datetime, keys: list[str]
 ) -> list[Event]:
     """Events for datasets whose state moved since last announced; the new states are remembered
-    under row locks, so two workers never announce the same transition twice."""
+    under row locks, so two workers never announce the same transition twice.
+
+    The health model and the announced states load here, with the first webhook: a sync with none
+    configured never imports them (issue 11: the sync path's memory)."""
+    from models.monitoring import NotifiedState
+    from worker.health import health_by_key
+
     health = health_by_key(sessions, catalogue, settings, now, keys)
     events = []
     with sessions.begin() as session:

@@ -8,6 +8,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from tests.receiver import SECRET, Receiver
 from tests.upstream import Upstream
 
 
@@ -82,15 +83,36 @@ def test_help_still_refuses_a_bad_setting_on_one_line() -> None:
 # terminal and its emoji table (the consoles print text as given).
 NOT_FOR_SYNC = {"celery", "kombu", "redbeat", "alembic", "redis", "bs4", "fastapi", "uvicorn", "pydantic_settings"}
 NOT_FOR_SYNC_MODULES = {"rich.progress", "rich._emoji_codes"}
+# Webhooks' health model and the states they announced load with the first webhook: none is configured here.
+NOT_FOR_SYNC_MODULES |= {"worker.health", "models.monitoring"}
 
 
-def test_sync_loads_only_what_syncing_needs(tmp_path: Path, upstream: Upstream) -> None:
+def sync_env(tmp_path: Path, upstream: Upstream) -> dict[str, str]:
+    """A migrated SQLite store beside the local upstream, and no other ``DATASYNC_*`` setting."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("DATASYNC_")}
     env |= {"DATASYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}", "DATASYNC_URL_REWRITES": upstream.rewrites()}
     assert run_python("-m", "worker.cli", "migrate", env=env).returncode == 0
+    return env
+
+
+def test_sync_loads_only_what_syncing_needs(tmp_path: Path, upstream: Upstream) -> None:
+    env = sync_env(tmp_path, upstream)
     result = run_python("-c", PROBE, "sync", "ethnic_category", "hospitals_england_wales", env=env)
     assert result.returncode == 0, result.stderr
     assert "created: 2" in result.stdout
     assert not loaded_packages(result.stderr) & NOT_FOR_SYNC
     assert not loaded_modules(result.stderr) & NOT_FOR_SYNC_MODULES
     assert "lxml" in loaded_packages(result.stderr)  # the probe saw the sync's own imports
+
+
+def test_a_sync_with_webhooks_loads_the_health_model_and_announces(tmp_path: Path, upstream: Upstream) -> None:
+    """What the sync path leaves out loads when a webhook needs it, in the sync's own thread."""
+    receiver = Receiver()
+    try:
+        env = sync_env(tmp_path, upstream) | {"DATASYNC_WEBHOOK_URLS": receiver.url, "DATASYNC_WEBHOOK_SECRET": SECRET}
+        result = run_python("-c", PROBE, "sync", "ethnic_category", env=env)
+        assert result.returncode == 0, result.stderr
+        assert {"worker.health", "models.monitoring"} <= loaded_modules(result.stderr)
+        assert [event["type"] for event in receiver.wait_for(1)] == ["list_changed"]
+    finally:
+        receiver.close()
