@@ -48,8 +48,10 @@ class Holding:
 
     def __init__(self) -> None:
         self.released = threading.Event()
+        self.held: list[str] = []
 
     def __call__(self, path: str) -> Scripted | None:
+        self.held.append(path)
         self.released.wait(HOLD_SECONDS)
         return None
 
@@ -224,3 +226,55 @@ def test_with_shipped_timers_a_scan_queued_sync_lost_with_its_worker_runs_within
     assert max(recovery[key] for key in waiting) <= TARGET, recovery
     assert max(recovery.values()) <= TARGET, recovery
     assert_versions_consistent(pg_url)
+
+
+def test_with_shipped_timers_a_manual_resync_lost_with_its_worker_runs_within_two_minutes(
+    shipped_fleet: CeleryProcesses, pg_url: str, redis_server: RedisServer, upstream: Upstream, results: dict[str, Any]
+) -> None:
+    """Every dataset is fresh, then `resync --all` while the upstream holds each request: both hosts' two
+    slots are taken, and the other datasets' manual messages wait for their host in the worker's memory
+    (sent back with a countdown). The whole worker is killed with them in hand. A fresh dataset is not due
+    and promises no retry, so only the hand-back of the dead worker's messages brings them back."""
+    keys, broker = shipped_keys(6), redis_server.url()
+    write_catalogue(Path(shipped_fleet.env["DATASYNC_CATALOGUE"]), keys)
+    worker = shipped_fleet.worker("w1", concurrency=6)
+    beat = shipped_fleet.beat(1)
+    wait_until(
+        lambda: all(first_success_after(runs_of(pg_url), key, datetime.min.replace(tzinfo=UTC)) for key in keys),
+        120,
+        "the first sync of every dataset",
+        shipped_fleet,
+    )
+    upstream.fault = holding = Holding()
+    resync(shipped_fleet, *keys[:4])  # two per host: every slot taken
+    wait_until(
+        lambda: len(holding.held) >= 4 and len(in_flight(pg_url, pids_of(worker))) == 4,
+        90,
+        "four manual syncs in flight, their requests held by the upstream",
+        shipped_fleet,
+    )
+    resync(shipped_fleet, *keys[4:])
+    waiting = wait_until(
+        lambda: (
+            (held := {kw["key"] for kw in held_syncs(broker) if kw.get("trigger") == "manual" and kw.get("host_waits")})
+            == set(keys[4:])
+            and held
+        ),
+        90,
+        "the other manual syncs held by the worker, sent back to wait for their host",
+        shipped_fleet,
+    )
+    moment = kill_whole_worker(worker, shipped_fleet)
+    holding.released.set()
+    recovery = wait_synced_again(set(keys), moment, pg_url, shipped_fleet)
+    os.killpg(beat.pid, signal.SIGTERM)
+    beat.wait(30)
+    results.update(waiting_at_kill=sorted(waiting), recovery_seconds=recovery)
+    assert max(recovery[key] for key in waiting) <= TARGET, recovery
+    assert max(recovery.values()) <= TARGET, recovery
+    assert_versions_consistent(pg_url)
+
+
+def resync(fleet: CeleryProcesses, *keys: str) -> None:
+    queued = fleet.cli("resync", *keys)
+    assert queued.returncode == 0, queued.stdout + queued.stderr
