@@ -54,15 +54,17 @@ def unacked_key(app: Celery) -> str:
 def record(client: redis.Redis, worker: str, tag: str, task_id: str) -> None:
     """Note that ``worker`` holds the message ``tag``, and that it is alive (one round trip)."""
     pipe = client.pipeline(transaction=False)
-    pipe.set(alive_key(worker), "1", px=int(ALIVE_SECONDS * 1000)).sadd(WORKERS, worker)
-    pipe.hset(held_key(worker), tag, task_id).execute()
+    _note_alive(pipe, worker)
+    pipe.hset(held_key(worker), tag, task_id)
+    pipe.execute()
 
 
 def refresh(client: redis.Redis, worker: str, unacked: str) -> None:
     """Keep ``worker`` alive, and forget the tags the broker no longer holds (acknowledged)."""
-    record_alive = client.pipeline(transaction=False).set(alive_key(worker), "1", px=int(ALIVE_SECONDS * 1000))
-    record_alive.sadd(WORKERS, worker).hkeys(held_key(worker))
-    tags: list[bytes] = record_alive.execute()[-1]
+    pipe = client.pipeline(transaction=False)
+    _note_alive(pipe, worker)
+    pipe.hkeys(held_key(worker))
+    tags: list[bytes] = pipe.execute()[-1]
     if not tags:
         return
     pipe = client.pipeline(transaction=False)
@@ -71,6 +73,11 @@ def refresh(client: redis.Redis, worker: str, unacked: str) -> None:
     gone = [tag for tag, there in zip(tags, pipe.execute(), strict=True) if not there]
     if gone:
         client.hdel(held_key(worker), *gone)
+
+
+def _note_alive(pipe: Any, worker: str) -> None:
+    pipe.set(alive_key(worker), "1", px=int(ALIVE_SECONDS * 1000))
+    pipe.sadd(WORKERS, worker)
 
 
 def restore_dead_workers_messages(app: Celery) -> int:
@@ -86,7 +93,7 @@ def restore_dead_workers_messages(app: Celery) -> int:
 
 
 def _restore(app: Celery, client: redis.Redis) -> int:
-    workers = [worker.decode() for worker in client.smembers(WORKERS)]
+    workers = [_text(worker) for worker in client.smembers(WORKERS)]
     alive = client.pipeline(transaction=False)
     for worker in workers:
         alive.exists(alive_key(worker))
@@ -99,7 +106,7 @@ def _restore(app: Celery, client: redis.Redis) -> int:
         for worker in dead:
             for tag in client.hkeys(held_key(worker)):
                 if client.hexists(qos.unacked_key, tag):
-                    qos.restore_by_tag(tag.decode())  # the transaction kombu's own restore runs
+                    qos.restore_by_tag(_text(tag))  # the transaction kombu's own restore runs
                     restored += 1
             client.delete(held_key(worker))
             client.srem(WORKERS, worker)
@@ -107,7 +114,10 @@ def _restore(app: Celery, client: redis.Redis) -> int:
     return restored
 
 
-@task_received.connect
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _on_received(sender: Any = None, request: Any = None, **_: Any) -> None:
     """In the worker's main process, as a message arrives and before its task runs anywhere."""
     client = pending.redis_client()
@@ -118,7 +128,6 @@ def _on_received(sender: Any = None, request: Any = None, **_: Any) -> None:
         record(client, worker, str(request.message.delivery_tag), str(request.id))
 
 
-@worker_ready.connect
 def _on_ready(sender: Any = None, **_: Any) -> None:
     client = pending.redis_client()
     if client is not None:
@@ -144,3 +153,7 @@ def _beat(client: redis.Redis, worker: str, unacked: str) -> None:
         except redis.RedisError as exc:  # a broker outage: the messages are lost to it anyway
             log.warning("could not record that this worker is alive: %s", exc)
         pause.wait(REFRESH_SECONDS)
+
+
+task_received.connect(_on_received)
+worker_ready.connect(_on_ready)
