@@ -8,13 +8,13 @@ does not say which worker holds it, and hands it back only after the visibility 
 Retries and scan-queued syncs come back sooner through their pending marks (``worker.pending``),
 but a manual re-sync of a fresh dataset has nothing else to bring it back.
 
-So each worker's main process records the tag of every message it receives under its own name
-(``datasync:held:<worker>``) and keeps ``datasync:alive:<worker>`` fresh from a thread. Beat's scan
-hands back, with kombu's own restore, every message still unacknowledged of a worker whose alive
-key has expired, then forgets that worker: back on the queue within ALIVE_SECONDS plus one scan
-interval of the kill. A worker too stalled to refresh its key for ALIVE_SECONDS gets its messages
-delivered twice; the second delivery is a skipped run (``busy``, ``done``, ``not_due``,
-``superseded``), never a second sync.
+So each worker's main process records the tag of every message it receives as held by it
+(``datasync:held``: tag -> worker; a message handed back and taken again moves to its new holder)
+and keeps ``datasync:alive:<worker>`` fresh from a thread. Beat's scan hands back, with kombu's
+own restore, every message still unacknowledged that a worker whose alive key has expired holds:
+back on the queue within ALIVE_SECONDS plus one scan interval of the kill. A worker too stalled
+to refresh its key for ALIVE_SECONDS gets its messages delivered twice; the second delivery is a
+skipped run (``busy``, ``done``, ``not_due``, ``superseded``), never a second sync.
 """
 
 from __future__ import annotations
@@ -35,12 +35,11 @@ from worker import pending
 log = logging.getLogger(__name__)
 ALIVE_SECONDS = 30.0
 REFRESH_SECONDS = 5.0
-WORKERS = "datasync:workers"
+HELD = "datasync:held"  # delivery tag -> the worker holding it (a message restored and taken again moves)
+_FORGET_IF_HELD_BY = (
+    "if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('hdel', KEYS[1], ARGV[1]) end return 0"
+)
 _heartbeats: dict[int, str] = {}  # this process's worker name, once its heartbeat thread runs
-
-
-def held_key(worker: str) -> str:
-    return f"datasync:held:{worker}"
 
 
 def alive_key(worker: str) -> str:
@@ -51,33 +50,35 @@ def unacked_key(app: Celery) -> str:
     return str(app.conf.broker_transport_options.get("unacked_key", "unacked"))
 
 
-def record(client: redis.Redis, worker: str, tag: str, task_id: str) -> None:
+def record(client: redis.Redis, worker: str, tag: str) -> None:
     """Note that ``worker`` holds the message ``tag``, and that it is alive (one round trip)."""
     pipe = client.pipeline(transaction=False)
-    _note_alive(pipe, worker)
-    pipe.hset(held_key(worker), tag, task_id)
+    pipe.set(alive_key(worker), "1", px=int(ALIVE_SECONDS * 1000))
+    pipe.hset(HELD, tag, worker)
     pipe.execute()
 
 
 def refresh(client: redis.Redis, worker: str, unacked: str) -> None:
-    """Keep ``worker`` alive, and forget the tags the broker no longer holds (acknowledged)."""
-    pipe = client.pipeline(transaction=False)
-    _note_alive(pipe, worker)
-    pipe.hkeys(held_key(worker))
-    tags: list[bytes] = pipe.execute()[-1]
-    if not tags:
+    """Keep ``worker`` alive, and forget the tags it held that the broker no longer holds (acknowledged)."""
+    client.set(alive_key(worker), "1", px=int(ALIVE_SECONDS * 1000))
+    mine = [tag for tag, holder in holders(client).items() if holder == worker]
+    if not mine:
         return
     pipe = client.pipeline(transaction=False)
-    for tag in tags:
+    for tag in mine:
         pipe.hexists(unacked, tag)
-    gone = [tag for tag, there in zip(tags, pipe.execute(), strict=True) if not there]
-    if gone:
-        client.hdel(held_key(worker), *gone)
+    for tag, there in zip(mine, pipe.execute(), strict=True):
+        if not there:
+            forget(client, tag, worker)
 
 
-def _note_alive(pipe: Any, worker: str) -> None:
-    pipe.set(alive_key(worker), "1", px=int(ALIVE_SECONDS * 1000))
-    pipe.sadd(WORKERS, worker)
+def holders(client: redis.Redis) -> dict[str, str]:
+    return {_text(tag): _text(worker) for tag, worker in client.hgetall(HELD).items()}
+
+
+def forget(client: redis.Redis, tag: str, worker: str) -> bool:
+    """Drop ``tag`` from the held messages if ``worker`` still holds it; whether it did."""
+    return bool(client.eval(_FORGET_IF_HELD_BY, 1, HELD, tag, worker))
 
 
 def restore_dead_workers_messages(app: Celery) -> int:
@@ -93,24 +94,23 @@ def restore_dead_workers_messages(app: Celery) -> int:
 
 
 def _restore(app: Celery, client: redis.Redis) -> int:
-    workers = [_text(worker) for worker in client.smembers(WORKERS)]
+    held = holders(client)
+    workers = sorted(set(held.values()))
     alive = client.pipeline(transaction=False)
     for worker in workers:
         alive.exists(alive_key(worker))
-    dead = [worker for worker, there in zip(workers, alive.execute(), strict=True) if not there]
+    dead = {worker for worker, there in zip(workers, alive.execute(), strict=True) if not there}
     if not dead:
         return 0
     restored = 0
     with app.connection_for_write() as connection:
         qos = connection.default_channel.qos
-        for worker in dead:
-            for tag in client.hkeys(held_key(worker)):
-                if client.hexists(qos.unacked_key, tag):
-                    qos.restore_by_tag(_text(tag))  # the transaction kombu's own restore runs
-                    restored += 1
-            client.delete(held_key(worker))
-            client.srem(WORKERS, worker)
-            log.warning("worker %s is gone: its unacknowledged messages are back on the queue", worker)
+        for tag, worker in held.items():
+            # Forgotten first: once back on the queue, the message may be taken and recorded again at once.
+            if worker in dead and forget(client, tag, worker) and client.hexists(qos.unacked_key, tag):
+                qos.restore_by_tag(tag)  # the transaction kombu's own restore runs
+                restored += 1
+    log.warning("worker(s) gone: %s; %d unacknowledged message(s) back on the queue", ", ".join(sorted(dead)), restored)
     return restored
 
 
@@ -125,7 +125,7 @@ def _on_received(sender: Any = None, request: Any = None, **_: Any) -> None:
         return
     worker = _keep_alive(client, sender)
     with contextlib.suppress(redis.RedisError):  # unrecorded, it waits for the visibility timeout, as before
-        record(client, worker, str(request.message.delivery_tag), str(request.id))
+        record(client, worker, str(request.message.delivery_tag))
 
 
 def _on_ready(sender: Any = None, **_: Any) -> None:

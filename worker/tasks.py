@@ -189,9 +189,7 @@ def sync_due_task() -> list[str]:
     plus one interval, whatever became of their messages.
     """
     ctx, catalogue = process_context()
-    restored = held.restore_dead_workers_messages(app)
-    if restored:
-        log.warning("handed back %d message(s) held by dead worker(s)", restored)
+    held.restore_dead_workers_messages(app)
     requeued = _requeue_abandoned(ctx, catalogue)
     now = utcnow()
     if closed := cli_promises.close_broken(ctx.sessions, now, ctx.settings):

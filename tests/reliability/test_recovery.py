@@ -165,7 +165,8 @@ def test_with_shipped_timers_a_retry_lost_with_its_worker_runs_within_two_minute
 ) -> None:
     """The first attempt fails (503), its retry waits out its 15-30 s backoff in the worker's memory, and the
     whole worker is killed: the scan re-queues it (no live mark, no lease) despite the 1 h failure pause,
-    as attempt 2 of the same chain. When Redis restores the original message, it changes nothing."""
+    as attempt 2 of the same chain, or hands back the dead worker's original, whichever comes first. A
+    second delivery (the other one, or Redis restoring the original) changes nothing."""
     keys, broker = shipped_keys(4), redis_server.url()
     failing = keys[0]
     upstream.script(load_catalogue(DEFAULT_CATALOGUE).by_key()[failing].url, Scripted(503))
@@ -184,21 +185,19 @@ def test_with_shipped_timers_a_retry_lost_with_its_worker_runs_within_two_minute
     recovery = wait_synced_again(unsynced, moment, pg_url, shipped_fleet)
     os.killpg(beat.pid, signal.SIGTERM)
     beat.wait(30)
-    restore_unacked(broker)  # the killed worker's messages, the original retry among them, come back
+    restore_unacked(broker)  # what the killed worker held and the scan has not handed back yet comes back too
+    client = redis.Redis.from_url(broker)
     wait_until(
-        lambda: (
-            ("skipped", 2) in [(r.status, r.attempt) for r in chain_of(pg_url, failing)[2:]]
-            and not redis.Redis.from_url(broker).hlen("unacked")
-        ),
+        lambda: not client.hlen("unacked") and not client.llen("datasync"),
         60,
-        "the restored original retry (and every other restored message) to be handled",
+        "every handed-back or restored message to be handled",
         shipped_fleet,
     )
     chain = chain_of(pg_url, failing)
     results.update(recovery_seconds=recovery, chain=[(r.status, r.attempt, r.will_retry, r.error_kind) for r in chain])
     assert max(recovery.values()) <= TARGET, recovery
     assert [(r.status, r.attempt, r.will_retry) for r in chain[:2]] == [("failed", 1, True), ("created", 2, False)]
-    assert [r.status for r in chain if r.status in SUCCESS] == ["created"]  # one version: the restore added none
+    assert {r.status for r in chain[2:]} <= {"skipped"}  # a second delivery of the retry (if any) changed nothing
     assert_versions_consistent(pg_url)
 
 

@@ -24,7 +24,7 @@ from kombu import Connection
 from worker import held, pending
 with Connection(sys.argv[1]) as connection:
     message = connection.default_channel.basic_get(queue=sys.argv[2])
-    held.record(pending.redis_client(), sys.argv[3], message.delivery_tag, message.properties["correlation_id"])
+    held.record(pending.redis_client(), sys.argv[3], message.delivery_tag)
     print(message.delivery_tag, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -75,7 +75,7 @@ def test_a_dead_workers_unacknowledged_message_is_put_back_on_its_queue(broker: 
     assert held.restore_dead_workers_messages(app) == 1  # type: ignore[arg-type]
     assert queued_keys(broker) == ["ethnic_category"]
     assert not broker.hlen("unacked") and not broker.zcard("unacked_index")
-    assert not broker.exists(held.held_key("w1@host:1")) and not broker.sismember(held.WORKERS, "w1@host:1")
+    assert not broker.hexists(held.HELD, tag)
     assert held.restore_dead_workers_messages(app) == 0  # type: ignore[arg-type]  # once only
     assert queued_keys(broker) == ["ethnic_category"]
 
@@ -86,17 +86,18 @@ def test_a_live_workers_messages_stay_where_they_are(broker: redis.Redis, app: o
     assert 0 < broker.pttl(held.alive_key("w1@host:1")) <= held.ALIVE_SECONDS * 1000
     assert held.restore_dead_workers_messages(app) == 0  # type: ignore[arg-type]
     assert broker.hexists("unacked", tag) and not broker.llen(QUEUE)
-    assert broker.hexists(held.held_key("w1@host:1"), tag)
+    assert broker.hget(held.HELD, tag) == b"w1@host:1"
 
 
 def test_a_heartbeat_keeps_its_worker_alive_and_forgets_acknowledged_messages(broker: redis.Redis) -> None:
     broker.hset("unacked", "still-held", "[]")
-    held.record(broker, "w1@host:1", "still-held", "task-a")
-    held.record(broker, "w1@host:1", "acknowledged", "task-b")
+    held.record(broker, "w1@host:1", "still-held")
+    held.record(broker, "w1@host:1", "acknowledged")
+    held.record(broker, "w2@host:2", "another-workers")  # its own heartbeat judges it
     broker.pexpire(held.alive_key("w1@host:1"), 500)
     held.refresh(broker, "w1@host:1", "unacked")
     assert broker.pttl(held.alive_key("w1@host:1")) > 500
-    assert broker.hkeys(held.held_key("w1@host:1")) == [b"still-held"]
+    assert sorted(broker.hkeys(held.HELD)) == [b"another-workers", b"still-held"]
 
 
 def test_a_message_acknowledged_before_the_hand_back_is_not_queued_again(broker: redis.Redis, app: object) -> None:
@@ -106,4 +107,15 @@ def test_a_message_acknowledged_before_the_hand_back_is_not_queued_again(broker:
     broker.delete(held.alive_key("w1@host:1"))
     assert held.restore_dead_workers_messages(app) == 0  # type: ignore[arg-type]
     assert not broker.llen(QUEUE)
-    assert not broker.exists(held.held_key("w1@host:1"))
+    assert not broker.hexists(held.HELD, tag)
+
+
+def test_a_message_handed_back_and_taken_again_belongs_to_its_new_holder(broker: redis.Redis, app: object) -> None:
+    """A pool process killed hands its message back (same tag); the live worker that takes it holds it now."""
+    queue_sync(app, "ethnic_category")
+    tag = taken_by_a_killed_consumer("w1@host:1")
+    held.record(broker, "w2@host:2", tag)
+    broker.delete(held.alive_key("w1@host:1"))
+    assert held.restore_dead_workers_messages(app) == 0  # type: ignore[arg-type]
+    assert broker.hexists("unacked", tag) and not broker.llen(QUEUE)
+    assert broker.hget(held.HELD, tag) == b"w2@host:2"
