@@ -35,6 +35,7 @@ FLEET = (
     "tests/reliability/test_flapping.py::",
     "tests/reliability/test_outages.py::",
     "tests/reliability/test_concurrency.py::test_a_storm_of_manual_resyncs_runs_one_at_a_time_and_makes_one_version",
+    "tests/reliability/test_recovery.py::test_with_shipped_timers_a_manual_resync_lost_with_its_worker_runs_within_two_minutes",
 )
 
 

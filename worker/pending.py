@@ -33,7 +33,7 @@ _clients: dict[tuple[int, str], redis.Redis] = {}
 def mark(countdowns: dict[str, float]) -> list[str]:
     """Mark each key as queued with that countdown; return those that had no live mark (all without Redis)."""
     keys = list(countdowns)
-    client = _client()
+    client = redis_client()
     if client is None or not keys:
         return keys
     try:
@@ -47,14 +47,14 @@ def mark(countdowns: dict[str, float]) -> list[str]:
 
 def hold(key: str, countdown: float) -> None:
     """Mark ``key`` for a message just queued with ``countdown`` (replacing any older mark)."""
-    client = _client()
+    client = redis_client()
     if client is not None:
         with contextlib.suppress(redis.RedisError):
             client.set(_name(key), "1", px=ttl_ms(countdown))
 
 
 def clear(key: str) -> None:
-    client = _client()
+    client = redis_client()
     if client is not None:
         with contextlib.suppress(redis.RedisError):
             client.delete(_name(key))
@@ -62,7 +62,7 @@ def clear(key: str) -> None:
 
 def available() -> bool:
     """Whether marks are kept at all (the broker is a Redis): without them a lost message cannot be told."""
-    return _client() is not None
+    return redis_client() is not None
 
 
 def ttl_ms(countdown: float) -> int:
@@ -75,7 +75,8 @@ def _name(key: str) -> str:
     return f"datasync:pending:{key}"
 
 
-def _client() -> redis.Redis | None:
+def redis_client() -> redis.Redis | None:
+    """This process's client of the broker's Redis (None when the broker is not a Redis)."""
     url = get_settings().broker_url
     if not url or not url.startswith(("redis://", "rediss://", "unix://")):
         return None

@@ -20,6 +20,7 @@ from models.db import reading
 from models.schema import SyncRun, SyncState
 from models.types import utcnow
 from publisher.publish import publications_with_errors
+from worker import cli_promises
 from worker.catalogue import Catalogue, CatalogueEntry
 from worker.health import assess, iso, last_runs
 from worker.pipeline import is_due
@@ -134,7 +135,7 @@ def _rows(
             "last_scraped": iso(dataset.last_scraped if dataset else None),
             "last_synced_at": iso(dataset.last_synced_at if dataset else None),
             "last_success_at": iso(state.last_success_at if state else None),
-            "last_run": run_json(run) if run else None,
+            "last_run": _last_run(run, now, settings),
             "consecutive_failures": state.consecutive_failures if state else 0,
             "held": bool(state and state.held_options is not None),
             "held_reason": state.held_reason if state else None,
@@ -146,6 +147,13 @@ def _rows(
             "publish_error": publish_errors.get(key),
             **health.to_json(),
         }
+
+
+def _last_run(run: SyncRun | None, now: datetime, settings: Settings) -> dict[str, Any] | None:
+    """The newest run, promising no retry a gone ``datasync sync`` can no longer make (``cli_promises``)."""
+    if run is None:
+        return None
+    return run_json(run) | ({"will_retry": False} if cli_promises.broken(run, now, settings) else {})
 
 
 def _held_change(dataset: StoredDataset | None, state: SyncState | None) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from models.schema import SyncRun, SyncState
 from models.types import utcnow
 from publisher.publish import publish_new_versions
 from scrapers.http import host_of
-from worker import pending, webhooks
+from worker import cli_promises, held, pending, webhooks
 from worker.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
 from worker.celery_app import app
 from worker.context import SyncContext, throttle_for
@@ -182,14 +182,18 @@ def _retry_awaited(sessions: sessionmaker[Session], key: str, attempt: int) -> b
 @app.task(name="datasync.sync_due")
 def sync_due_task() -> list[str]:
     """Enqueue every due dataset, and retry every sync whose worker died (its lease ran out) or
-    whose queued retry was lost with its worker (``pending``).
+    whose queued retry was lost with its worker (``pending``); hand back the messages a dead
+    worker held (``held``: a manual re-sync among them has nothing else to bring it back).
 
     Runs every beat interval, so a killed worker's datasets come back within one lease period
     plus one interval, whatever became of their messages.
     """
     ctx, catalogue = process_context()
+    held.restore_dead_workers_messages(app)
     requeued = _requeue_abandoned(ctx, catalogue)
     now = utcnow()
+    if closed := cli_promises.close_broken(ctx.sessions, now, ctx.settings):
+        log.warning("the datasync sync that promised a retry of %s is gone: promise closed", ", ".join(closed))
     with reading(ctx.sessions)() as session:
         states = {state.dataset_key: state for state in session.scalars(select(SyncState))}
     requeued += _requeue_lost_retries(ctx, catalogue, states, now, set(requeued))

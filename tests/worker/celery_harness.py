@@ -36,10 +36,12 @@ class CeleryProcesses:
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen] = []
         self.log_files: list[IO[str]] = []
+        self.log_paths: list[Path] = []
 
     def start(self, command: str, *args: str) -> subprocess.Popen:
         log = (self.log_dir / f"{command}-{len(self.processes)}.log").open("w")  # noqa: SIM115 - closed in stop()
         self.log_files.append(log)
+        self.log_paths.append(Path(log.name))
         process = subprocess.Popen(
             [sys.executable, "-m", "worker.cli", command, *args],
             env=self.env,
@@ -60,6 +62,11 @@ class CeleryProcesses:
             "--without-mingle",
             "--without-gossip",
         )
+
+    def wait_ready(self, worker: subprocess.Popen, timeout: float = 120) -> None:
+        """Until ``worker`` consumes (its log says ``ready.``): a busy machine can take many seconds to start one."""
+        log = self.log_paths[self.processes.index(worker)]
+        wait_until(lambda: " ready." in log.read_text(), timeout, f"{log.name} to say ready", self)
 
     def beat(self, index: int, *args: str) -> subprocess.Popen:
         return self.start("beat", "--loglevel=INFO", f"--pidfile={self.log_dir / f'beat{index}.pid'}", *args)

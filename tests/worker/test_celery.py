@@ -195,9 +195,11 @@ def test_scheduled_retries_run_at_their_countdown_despite_the_failure_pause(
     """Beat's first attempt fails twice; each retry runs (not `not_due`), and the third lands."""
     write_catalogue(harness.catalogue_path, ["nhs_trusts"])
     upstream.script(TRUSTS, Scripted(status=503), Scripted(status=503, headers={"Retry-After": "1"}))
-    harness.worker("w1")
+    # Beat only once the worker consumes: a scan's message that waits past its mark (its jitter plus
+    # 10 s) is queued again, and that harmless duplicate of attempt 1 is skipped as `not_due`.
+    harness.wait_ready(harness.worker("w1"))
     harness.beat(1)
-    wait_until(lambda: store_dataset(store_url, "nhs_trusts"), 60, "the retried scheduled sync", harness)
+    wait_until(lambda: store_dataset(store_url, "nhs_trusts"), 180, "the retried scheduled sync", harness)
     runs = store_runs(store_url, "nhs_trusts")
     attempts = [(r.status, r.attempt, r.will_retry, r.trigger) for r in runs if r.status != "skipped"]
     assert attempts == [
@@ -205,26 +207,25 @@ def test_scheduled_retries_run_at_their_countdown_despite_the_failure_pause(
         ("failed", 2, True, "schedule"),
         ("created", 3, False, "schedule"),
     ]
-    assert not [r for r in runs if r.error_kind == "not_due"]
+    assert not [r for r in runs if r.error_kind == "not_due" and r.attempt > 1]  # no retry held back by the pause
     assert len(upstream.hits(TRUSTS)) == 3
 
 
 def test_a_killed_workers_sync_is_closed_and_requeued_by_the_next_scan(
     harness: CeleryProcesses, store_url: str, upstream: Upstream
 ) -> None:
-    """No broker redelivery (1 h visibility timeout): beat's scan alone brings the dataset back."""
+    """No broker redelivery (1 h visibility timeout): beat's scan brings the dataset back, within the wait's
+    bound (lease 6 s, scans every second, a second worker to start on a busy machine), far inside the hour."""
     write_catalogue(harness.catalogue_path, ["nhs_trusts"])
     harness.env["DATASYNC_VISIBILITY_TIMEOUT"] = "3600"
     upstream.script(TRUSTS, Scripted(delay=30))
     first = harness.worker("w1", concurrency=1)
     harness.beat(1)
     wait_for_request_in_flight(harness, store_url, upstream)
-    killed_at = time.monotonic()
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(10)
     harness.worker("w2", concurrency=1)
-    dataset = wait_until(lambda: store_dataset(store_url, "nhs_trusts"), 90, "the re-queued sync", harness)
-    assert time.monotonic() - killed_at < 60  # lease 6 s + scans every second, with a busy machine's slack
+    dataset = wait_until(lambda: store_dataset(store_url, "nhs_trusts"), 180, "the re-queued sync", harness)
     assert dataset.version == 1
     statuses = [(r.status, r.error_kind, r.will_retry) for r in store_runs(store_url, "nhs_trusts")]
     assert [s for s in statuses if s[0] != "skipped"] == [("failed", "abandoned", True), ("created", None, False)]
