@@ -20,14 +20,13 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import BindParameter, CursorResult, Insert, String, and_, bindparam, case, exists, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.per_process import PerProcess
 from models.datasets import DatasetTable, table_of
 from models.db import reading
+from models.dialect_insert import conflict_insert
 from models.schema import Base, SyncRun, SyncState
 from models.types import UTCDateTime, utcnow
 
@@ -45,9 +44,8 @@ _ABANDON_STALE_RUNS = (
 
 def ensure_state(session: Session, key: str) -> SyncState:
     """The state row for ``key``, created if missing, race-free on both dialects."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(
-        insert(SyncState)
+        conflict_insert(session.get_bind().dialect.name)(SyncState)
         .values(dataset_key=key, paused=False, consecutive_failures=0)
         .on_conflict_do_nothing(index_elements=["dataset_key"])
     )
@@ -86,7 +84,6 @@ def take(session: Session, key: str, owner: str, ttl_seconds: float, now: dateti
 @functools.cache
 def _taking(dialect: str, datasets: DatasetTable) -> Insert:
     """``take``'s upsert, built once per dialect and dataset table (its values are bound at execution)."""
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     owner, expires = bindparam("owner", type_=String()), bindparam("expires", type_=UTCDateTime())
     now = bindparam("now", type_=UTCDateTime())
     held_by = STATES.c.lease_owner
@@ -96,7 +93,7 @@ def _taking(dialect: str, datasets: DatasetTable) -> Insert:
     row_stored = exists().where(datasets.table.c.key == key)
     stale_runs = exists().where(RUNS.c.dataset_key == key, RUNS.c.status == "running")
     return (
-        insert(STATES)
+        conflict_insert(dialect)(STATES)
         .values(dataset_key=key, paused=False, consecutive_failures=0, **leased)
         .on_conflict_do_update(index_elements=[STATES.c.dataset_key], set_=leased, where=available)
         .returning(*STATES.c, row_stored, stale_runs)

@@ -131,3 +131,10 @@ def test_a_forked_child_renews_its_leases_with_a_renewer_of_its_own(sessions) ->
         [sys.executable, "-c", script, url], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.stdout.strip() == "renewed, exit 0", done.stdout + done.stderr[-3000:]
+
+
+def test_the_lease_module_loads_no_postgresql_dialect_until_a_postgresql_store_uses_it() -> None:
+    """A SQLite sync process never pays for PostgreSQL's dialect (~2 MB: issue 11's memory target)."""
+    probe = "import sys, models.lease; print('sqlalchemy.dialects.postgresql' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "False", loaded.stderr
