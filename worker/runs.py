@@ -191,11 +191,10 @@ def finish_unchanged(
     now, outcome = utcnow(), SyncOutcome(key, "unchanged", run_id=run, warnings=(reason,), bytes_fetched=0)
     recorded = _recorded("unchanged", now)
     if session.get_bind().dialect.name == "postgresql":
-        session.connection().exec_driver_sql(_NO_FLUSH_WAIT)
         finished = {f"run_{name}": value for name, value in _finished(outcome, started, now).items()}
         ending = _ending_unchanged(table_of(session), stamp_field)
         values = {"dataset": key, "now": now, "run_id": run, "state_key": key, "lease_holder": owner}
-        outcome.version, outcome.options = (
+        outcome.version, outcome.options, _ = (
             session.connection().execute(ending, {**values, **finished, **recorded}).one()
         )
         if outcome.version is None:
@@ -214,14 +213,16 @@ def finish_unchanged(
 # ``wal_writer_delay``s, 0.6 s by default) can lose it, whole: the store is then as a worker killed
 # mid-sync leaves it (the run 'running', the lease running out within one TTL, the scan closing the
 # run as abandoned) and the next sync asks the upstream again. Commits that write data wait, as ever.
-_NO_FLUSH_WAIT = "SET LOCAL synchronous_commit TO OFF"
+# Set inside the statement (``SET LOCAL`` as a function, answered in its RETURNING): no round trip of its own.
+_NO_FLUSH_WAIT = func.set_config("synchronous_commit", "off", True)
 
 
 @functools.cache
 def _ending_unchanged(table: DatasetTable, stamp_field: str) -> Update:
     """``finish_unchanged`` on PostgreSQL: ``WITH stamped AS (UPDATE <datasets> ... RETURNING version,
     codes), finished AS (UPDATE sync_runs ...) UPDATE sync_state ... RETURNING`` the stamped version
-    and code count (NULL when no row was stamped). All three see one snapshot and commit together."""
+    and code count (NULL when no row was stamped), and sets ``_NO_FLUSH_WAIT``. All three see one
+    snapshot and commit together."""
     stamped = stamping_cte(table, stamp_field)
     version, codes = select(stamped.c.version).scalar_subquery(), select(stamped.c.codes).scalar_subquery()
     from_the_stamp = {"version_after": version, "options_before": codes, "options_after": codes}
@@ -234,7 +235,7 @@ def _ending_unchanged(table: DatasetTable, stamp_field: str) -> Update:
         .cte("finished")
     )
     state = {name: bindparam(name, type_=STATES.c[name].type) for name in state_columns}
-    return _FINISH_STATE.values(state).add_cte(stamped).add_cte(finished).returning(version, codes)
+    return _FINISH_STATE.values(state).add_cte(stamped).add_cte(finished).returning(version, codes, _NO_FLUSH_WAIT)
 
 
 def _recorded(status: str, now: datetime) -> dict[str, Any]:
