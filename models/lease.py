@@ -14,20 +14,33 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, CursorResult, Insert, String, and_, bindparam, case, exists, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import (
+    BindParameter,
+    CursorResult,
+    Insert,
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    exists,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.per_process import PerProcess
 from models.datasets import DatasetTable, table_of
 from models.db import reading
+from models.dialect_insert import conflict_insert
 from models.schema import Base, SyncRun, SyncState
 from models.types import UTCDateTime, utcnow
 
@@ -45,9 +58,8 @@ _ABANDON_STALE_RUNS = (
 
 def ensure_state(session: Session, key: str) -> SyncState:
     """The state row for ``key``, created if missing, race-free on both dialects."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(
-        insert(SyncState)
+        conflict_insert(session.get_bind().dialect.name)(SyncState)
         .values(dataset_key=key, paused=False, consecutive_failures=0)
         .on_conflict_do_nothing(index_elements=["dataset_key"])
     )
@@ -56,51 +68,81 @@ def ensure_state(session: Session, key: str) -> SyncState:
 
 @dataclass(frozen=True)
 class Taken:
-    """A lease just taken: the state row as it now is, and whether the dataset's row is stored."""
+    """A lease just taken: the state row as it now is, whether the dataset's row is stored, and the
+    'running' row the same statement added (``take``'s ``run``, PostgreSQL only; else None)."""
 
     state: SyncState
     row_stored: bool  # the stored validators describe a row that still exists
+    run_id: int | None = None
 
 
-def take(session: Session, key: str, owner: str, ttl_seconds: float, now: datetime) -> Taken | None:
+def take(
+    session: Session, key: str, owner: str, ttl_seconds: float, now: datetime, run: Mapping[str, Any] | None = None
+) -> Taken | None:
     """Take the lease on ``key`` in the caller's transaction: the state row (created if missing) as
     it now is, or None while another owner holds a live lease.
 
     One upsert does it (``ON CONFLICT ... DO UPDATE ... WHERE`` the lease is free, ours or expired,
     ``RETURNING`` the row, whether the dataset row exists and whether a run is left 'running'), so
-    a sync learns all it needs to start in the statement that leases it. The state comes back
+    a sync learns all it needs to start in the statement that leases it. On PostgreSQL, given ``run``
+    (a 'running' row's columns), that statement also adds the row and closes runs left 'running',
+    both only if the lease was taken: a sync's whole start is one round trip. The state comes back
     detached: a record of the row, not a handle to change it.
     """
-    expires = now + timedelta(seconds=ttl_seconds)
-    taking = _taking(session.get_bind().dialect.name, table_of(session))
+    values = {"key": key, "owner": owner, "expires": now + timedelta(seconds=ttl_seconds), "now": now}
+    dialect, datasets = session.get_bind().dialect.name, table_of(session)
     connection = session.connection()  # Core on the session's connection: no ORM bookkeeping per statement
-    row = connection.execute(taking, {"key": key, "owner": owner, "expires": expires, "now": now}).first()
+    if run is not None and dialect == "postgresql":
+        running = {f"run_{name}": value for name, value in run.items()}
+        row = connection.execute(_taking_and_starting(datasets, tuple(run)), values | running).first()
+        if row is None:
+            return None
+        *state, row_stored, _, run_id = row  # stale runs were closed by the statement itself
+        return Taken(_detached(state), bool(row_stored), run_id)
+    row = connection.execute(_taking(dialect, datasets), values).first()
     if row is None:
         return None
     *state, row_stored, stale_runs = row
     if stale_runs:
         connection.execute(_ABANDON_STALE_RUNS, {"key": key, "now": now})
-    return Taken(SyncState(**dict(zip(STATES.c.keys(), state, strict=True))), bool(row_stored))
+    return Taken(_detached(state), bool(row_stored))
+
+
+def _detached(state: list[Any]) -> SyncState:
+    return SyncState(**dict(zip(STATES.c.keys(), state, strict=True)))
 
 
 @functools.cache
 def _taking(dialect: str, datasets: DatasetTable) -> Insert:
     """``take``'s upsert, built once per dialect and dataset table (its values are bound at execution)."""
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     owner, expires = bindparam("owner", type_=String()), bindparam("expires", type_=UTCDateTime())
     now = bindparam("now", type_=UTCDateTime())
     held_by = STATES.c.lease_owner
     available = or_(held_by.is_(None), held_by == owner, STATES.c.lease_expires_at < now)
     leased = {"lease_owner": owner, "lease_expires_at": expires}
     key = bindparam("key", type_=String())
-    row_stored = exists().where(datasets.table.c.key == key)
-    stale_runs = exists().where(RUNS.c.dataset_key == key, RUNS.c.status == "running")
+    row_stored = exists().where(datasets.table.c.key == key).label("row_stored")
+    stale_runs = exists().where(RUNS.c.dataset_key == key, RUNS.c.status == "running").label("stale_runs")
     return (
-        insert(STATES)
+        conflict_insert(dialect)(STATES)
         .values(dataset_key=key, paused=False, consecutive_failures=0, **leased)
         .on_conflict_do_update(index_elements=[STATES.c.dataset_key], set_=leased, where=available)
         .returning(*STATES.c, row_stored, stale_runs)
     )
+
+
+@functools.cache
+def _taking_and_starting(datasets: DatasetTable, run_columns: tuple[str, ...]) -> Select[Any]:
+    """``take`` with ``run`` on PostgreSQL: ``WITH taken AS (<the upsert>), started AS (INSERT INTO
+    sync_runs ... SELECT ... FROM taken RETURNING id), abandoned AS (UPDATE sync_runs ... WHERE EXISTS
+    taken) SELECT taken.*, started.id``. All parts see one snapshot: the closing of runs left 'running'
+    never sees the row this statement adds, and neither happens when the lease is held elsewhere."""
+    taken = _taking("postgresql", datasets).cte("taken")
+    columns = [bindparam(f"run_{name}", type_=RUNS.c[name].type) for name in run_columns]
+    started = insert(RUNS).from_select(run_columns, select(*columns).select_from(taken)).returning(RUNS.c.id)
+    abandoned = _ABANDON_STALE_RUNS.where(exists(taken.select())).cte("abandoned")
+    started_id = select(started.cte("started").c.id).scalar_subquery()
+    return select(taken, started_id).add_cte(abandoned)
 
 
 def acquire(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> bool:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import CTE, ColumnElement, Update, and_, bindparam, exists, insert, or_, update
+from sqlalchemy import CTE, ColumnElement, String, Update, and_, bindparam, exists, insert, literal, or_, update
 from sqlalchemy.orm import Session
 
 from models.datasets import SYNCED_CATEGORIES, SYNCED_SOURCE_TYPES, DatasetTable, StoredDataset, table_of
@@ -222,9 +222,16 @@ def _syncable(table: DatasetTable) -> ColumnElement[bool]:
     columns, history = table.table.c, DatasetVersion.__table__.c
     has_baseline = exists().where(history.dataset_key == columns.key, history.version == columns.version)
     made_by_a_sync = and_(
-        columns.category.in_(sorted(SYNCED_CATEGORIES)), columns.source_type.in_(sorted(SYNCED_SOURCE_TYPES))
+        columns.category.in_(_constants(SYNCED_CATEGORIES)), columns.source_type.in_(_constants(SYNCED_SOURCE_TYPES))
     )
-    return and_(columns.is_custom.is_(False), columns.category != "user_created", or_(has_baseline, made_by_a_sync))
+    # made_by_a_sync first: PostgreSQL stops at it for a synced row, before building a hash of every history row
+    return and_(columns.is_custom.is_(False), columns.category != "user_created", or_(made_by_a_sync, has_baseline))
+
+
+def _constants(values: frozenset[str]) -> list[ColumnElement[str]]:
+    """``IN`` items bound one by one, so the compiled statement is reused as it is; a list ``in_`` expands
+    at every execution."""
+    return [literal(value, String()) for value in sorted(values)]
 
 
 def metadata_values(table: DatasetTable, spec: DatasetSpec) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def main() -> None:
         ctx = SyncContext.from_settings(settings)
         for entry in entries:
             assert pipeline.sync_dataset(entry, ctx).status == "created"
-        totals, stores, cpus, statements, transactions = [], [], [], [], []
+        totals, stores, cpus, statements, transactions, writing = [], [], [], [], [], []
         for _ in range(args.rounds):
             fetching[:] = [0.0, 0.0]
             with counting(get_engine(url)) as count:
@@ -73,6 +73,7 @@ def main() -> None:
             cpus.append((cpu - fetching[1]) / args.datasets * 1000)
             statements.append(count.statements / args.datasets)
             transactions.append(count.transactions / args.datasets)
+            writing.append(count.writing_transactions / args.datasets)
         ctx.close()
         get_engine(url).dispose()
     print(f"{args.datasets} unchanged (304) datasets, {args.store}, 1 thread, median of {args.rounds} rounds")
@@ -80,7 +81,7 @@ def main() -> None:
     print(f"per dataset: {total:.2f} ms in all, {store:.2f} ms store bookkeeping (wall)")
     print(f"per dataset: {statistics.median(cpus):.2f} ms store bookkeeping (CPU of the syncing thread)")
     sql, commits = statistics.median(statements), statistics.median(transactions)
-    print(f"per dataset: {sql:.1f} statements in {commits:.1f} transactions")
+    print(f"per dataset: {sql:.1f} statements in {commits:.1f} transactions ({statistics.median(writing):.1f} writing)")
     print(f"rounds (store ms): {', '.join(f'{value:.2f}' for value in stores)}")
 
 

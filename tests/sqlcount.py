@@ -8,6 +8,7 @@ Counted with SQLAlchemy's engine events, so it sees exactly what reaches the dat
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ class SqlCount:
                 return
             self.statements += 1
             self.texts.append(text)
-            if text.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            if _writes(text):
                 self._writing.add(id(connection))
 
     def _begin(self, connection: Connection) -> None:
@@ -44,6 +45,15 @@ class SqlCount:
             if id(connection) in self._writing:
                 self.writing_transactions += 1
                 self._writing.discard(id(connection))
+
+
+# A data-modifying part of a ``WITH`` statement (PostgreSQL's one-statement start and 304 end)
+_MODIFYING = re.compile(r"\b(INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b", re.IGNORECASE)
+
+
+def _writes(text: str) -> bool:
+    first = text.lstrip().split(None, 1)[0].upper()
+    return first in ("INSERT", "UPDATE", "DELETE") or (first == "WITH" and _MODIFYING.search(text) is not None)
 
 
 @contextlib.contextmanager

@@ -19,3 +19,15 @@ def test_counts_statements_and_transactions_but_not_the_begin_hook(tmp_path: Pat
             connection.rollback()
     assert (count.statements, count.transactions, count.writing_transactions) == (3, 2, 1)
     assert all(not statement.upper().startswith("BEGIN") for statement in count.texts)
+
+
+def test_a_with_statement_that_modifies_rows_is_a_writing_transaction_and_one_that_reads_is_not(tmp_path: Path) -> None:
+    engine = get_engine(f"sqlite:///{tmp_path / 'count.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (n INTEGER, last_updated INTEGER)"))
+    with counting(engine) as count:
+        with engine.begin() as connection:
+            connection.execute(text("WITH m AS (SELECT 1 AS n) SELECT n, NULL AS last_updated FROM m"))
+        with engine.begin() as connection:
+            connection.execute(text("WITH m AS (SELECT 1 AS n) UPDATE t SET n = (SELECT n FROM m)"))
+    assert (count.transactions, count.writing_transactions) == (2, 1)

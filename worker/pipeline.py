@@ -38,7 +38,16 @@ from worker import webhooks
 from worker.catalogue import CatalogueEntry
 from worker.context import SyncContext
 from worker.outcome import SyncOutcome
-from worker.runs import NO_HOLD, add_running, add_skip, finish_run, finish_state, finish_unchanged, hold_values
+from worker.runs import (
+    NO_HOLD,
+    add_running,
+    add_skip,
+    finish_run,
+    finish_state,
+    finish_unchanged,
+    hold_values,
+    running_row,
+)
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,7 +100,8 @@ def _start(
     """Take the lease and decide, in the start transaction: the id of a 'running' row (committed at
     once, so monitoring sees syncs in flight) and the validators to send, or the outcome of a sync
     that stops here (busy, fresh, paused...) with the lease not kept."""
-    taken = lease.take(session, entry.key, owner, ctx.settings.lease_seconds, now)
+    running = running_row(entry.key, trigger, owner, now, attempt)
+    taken = lease.take(session, entry.key, owner, ctx.settings.lease_seconds, now, run=running)
     if taken is None:
         busy = "another worker is syncing this dataset right now"
         return add_skip(session, entry.key, trigger, owner, "busy", busy, attempt=attempt)
@@ -99,8 +109,8 @@ def _start(
     skip = _skip_reason(entry, state, trigger, requested_at, ctx.settings, force, retry=attempt > 1)
     if skip:
         lease.free(session, entry.key, owner)
-        return add_skip(session, entry.key, trigger, owner, *skip, attempt=attempt)
-    run_id = add_running(session, entry.key, trigger, owner, now, attempt)
+        return add_skip(session, entry.key, trigger, owner, *skip, attempt=attempt, run_id=taken.run_id)
+    run_id = add_running(session, entry.key, trigger, owner, now, attempt) if taken.run_id is None else taken.run_id
     return run_id, None if refetch else _validators(state, taken.row_stored)
 
 

@@ -76,11 +76,20 @@ def start_run(
 
 def add_running(session: Session, key: str, trigger: str, worker: str, now: datetime, attempt: int = 1) -> int:
     """``start_run`` in the caller's transaction (a sync's start transaction, which commits at once)."""
-    running = {"status": "running", "started_at": now, "attempt": attempt, "worker": worker[:255]}
-    run_id: int = (
-        session.connection().execute(_ADD_RUN, {"dataset_key": key, "trigger": trigger, **running}).scalar_one()
-    )
+    run_id: int = session.connection().execute(_ADD_RUN, running_row(key, trigger, worker, now, attempt)).scalar_one()
     return run_id
+
+
+def running_row(key: str, trigger: str, worker: str, now: datetime, attempt: int = 1) -> dict[str, Any]:
+    """A 'running' row's columns: what ``add_running`` inserts, or ``lease.take`` with the lease (its ``run``)."""
+    return {
+        "dataset_key": key,
+        "trigger": trigger,
+        "status": "running",
+        "started_at": now,
+        "attempt": attempt,
+        "worker": worker[:255],
+    }
 
 
 def record_skip(
@@ -107,23 +116,19 @@ def add_skip(
     reason: str,
     status: str = "skipped",
     attempt: int = 1,
+    *,
+    run_id: int | None = None,
 ) -> SyncOutcome:
-    """``record_skip`` in the caller's transaction."""
+    """``record_skip`` in the caller's transaction; given ``run_id`` (the 'running' row this transaction
+    added with the lease: ``lease.Taken.run_id``), that row becomes the skip's record."""
     now = utcnow()
-    run = SyncRun(
-        dataset_key=key,
-        trigger=trigger,
-        status=status,
-        started_at=now,
-        finished_at=now,
-        duration_seconds=0.0,
-        error_kind=kind,
-        error_message=reason,
-        worker=worker[:255],
-        attempt=attempt,
-    )
-    session.add(run)
-    session.flush()
+    ended = {"status": status, "finished_at": now, "duration_seconds": 0.0, "error_kind": kind, "error_message": reason}
+    connection = session.connection()
+    if run_id is None:
+        row = running_row(key, trigger, worker, now, attempt) | ended
+        run_id = connection.execute(_ADD_RUN, row).scalar_one()
+    else:
+        connection.execute(_FINISH_RUN, {"run_id": run_id, **ended})
     current = load_dataset(session, key)
     return SyncOutcome(
         key,
@@ -132,7 +137,7 @@ def add_skip(
         len(current.options) if current else None,
         error_kind=kind,
         error=reason,
-        run_id=run.id,
+        run_id=run_id,
     )
 
 
@@ -181,14 +186,15 @@ def finish_unchanged(
 ) -> SyncOutcome:
     """A 304's end transaction: move the stamp (``stamp_verified``), close the run as unchanged and
     record it in the state row, freeing the lease. On PostgreSQL that is one statement, two round trips
-    fewer; SQLite has no round trips to save and runs the three statements."""
+    fewer, whose commit does not wait for the WAL flush (``_NO_FLUSH_WAIT``); SQLite has no round trips
+    to save and runs the three statements."""
     now, outcome = utcnow(), SyncOutcome(key, "unchanged", run_id=run, warnings=(reason,), bytes_fetched=0)
     recorded = _recorded("unchanged", now)
     if session.get_bind().dialect.name == "postgresql":
         finished = {f"run_{name}": value for name, value in _finished(outcome, started, now).items()}
         ending = _ending_unchanged(table_of(session), stamp_field)
         values = {"dataset": key, "now": now, "run_id": run, "state_key": key, "lease_holder": owner}
-        outcome.version, outcome.options = (
+        outcome.version, outcome.options, _ = (
             session.connection().execute(ending, {**values, **finished, **recorded}).one()
         )
         if outcome.version is None:
@@ -201,11 +207,22 @@ def finish_unchanged(
     return outcome
 
 
+# A 304's end writes no list (the stamp, the run's close, the state and the lease), so on PostgreSQL its
+# commit returns without waiting for the WAL to reach the disk, for that transaction only: it is still
+# all or nothing and seen by every session at once. Only a server crash within a moment of it (three
+# ``wal_writer_delay``s, 0.6 s by default) can lose it, whole: the store is then as a worker killed
+# mid-sync leaves it (the run 'running', the lease running out within one TTL, the scan closing the
+# run as abandoned) and the next sync asks the upstream again. Commits that write data wait, as ever.
+# Set inside the statement (``SET LOCAL`` as a function, answered in its RETURNING): no round trip of its own.
+_NO_FLUSH_WAIT = func.set_config("synchronous_commit", "off", True)
+
+
 @functools.cache
 def _ending_unchanged(table: DatasetTable, stamp_field: str) -> Update:
     """``finish_unchanged`` on PostgreSQL: ``WITH stamped AS (UPDATE <datasets> ... RETURNING version,
     codes), finished AS (UPDATE sync_runs ...) UPDATE sync_state ... RETURNING`` the stamped version
-    and code count (NULL when no row was stamped). All three see one snapshot and commit together."""
+    and code count (NULL when no row was stamped), and sets ``_NO_FLUSH_WAIT``. All three see one
+    snapshot and commit together."""
     stamped = stamping_cte(table, stamp_field)
     version, codes = select(stamped.c.version).scalar_subquery(), select(stamped.c.codes).scalar_subquery()
     from_the_stamp = {"version_after": version, "options_before": codes, "options_after": codes}
@@ -218,7 +235,7 @@ def _ending_unchanged(table: DatasetTable, stamp_field: str) -> Update:
         .cte("finished")
     )
     state = {name: bindparam(name, type_=STATES.c[name].type) for name in state_columns}
-    return _FINISH_STATE.values(state).add_cte(stamped).add_cte(finished).returning(version, codes)
+    return _FINISH_STATE.values(state).add_cte(stamped).add_cte(finished).returning(version, codes, _NO_FLUSH_WAIT)
 
 
 def _recorded(status: str, now: datetime) -> dict[str, Any]:

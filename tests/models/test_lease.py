@@ -72,6 +72,32 @@ def test_the_scan_closes_runs_whose_syncer_lost_its_lease_and_keeps_live_ones(se
     assert lease.abandon_dead_runs(sessions) == []
 
 
+def started(sessions: sessionmaker[Session], key: str, owner: str, ttl: float = 60) -> lease.Taken | None:
+    """``take`` with a 'running' row, as a sync's start does, in a transaction of its own."""
+    now = utcnow()
+    running = {"dataset_key": key, "trigger": "cli", "status": "running", "started_at": now, "worker": owner}
+    with sessions.begin() as session:
+        return lease.take(session, key, owner, ttl, now, run=running)
+
+
+def test_a_take_with_a_run_adds_it_with_the_lease_closes_stale_runs_and_a_held_lease_refuses(sessions) -> None:
+    postgresql = sessions.kw["bind"].dialect.name == "postgresql"
+    assert lease.acquire(sessions, "nhs_trusts", "worker-dead", -1)  # expired: its holder died mid-sync
+    stale = add_running(sessions, "nhs_trusts", "worker-dead")
+    taken = started(sessions, "nhs_trusts", "worker-a")
+    assert taken is not None and taken.state.lease_owner == "worker-a" and not taken.row_stored
+    assert (taken.run_id is not None) == postgresql  # PostgreSQL: in the statement that took the lease
+    assert started(sessions, "nhs_trusts", "worker-b") is None  # held: refused, and no run row added
+    with sessions() as session:
+        runs = {run.id: run for run in session.scalars(select(SyncRun))}
+        state = session.get_one(SyncState, "nhs_trusts")
+    assert (runs[stale].status, runs[stale].error_kind) == ("failed", "abandoned")
+    assert len(runs) == (2 if postgresql else 1)
+    if taken.run_id is not None:
+        assert (runs[taken.run_id].status, runs[taken.run_id].worker) == ("running", "worker-a")
+    assert (state.lease_owner, state.lease_expires_at > utcnow()) == ("worker-a", True)
+
+
 def test_leases_held_at_once_are_all_renewed_by_one_thread_and_a_stopped_one_no_more(sessions) -> None:
     keys = ["nhs_trusts", "ethnic_category", "icb_codes"]
     for key in keys:
@@ -131,3 +157,10 @@ def test_a_forked_child_renews_its_leases_with_a_renewer_of_its_own(sessions) ->
         [sys.executable, "-c", script, url], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.stdout.strip() == "renewed, exit 0", done.stdout + done.stderr[-3000:]
+
+
+def test_the_lease_module_loads_no_postgresql_dialect_until_a_postgresql_store_uses_it() -> None:
+    """A SQLite sync process never pays for PostgreSQL's dialect (~2 MB: issue 11's memory target)."""
+    probe = "import sys, models.lease; print('sqlalchemy.dialects.postgresql' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "False", loaded.stderr

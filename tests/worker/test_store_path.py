@@ -7,10 +7,11 @@ the end writes everything the sync changed and frees the lease.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, event, select
 
 from models import lease
 from models.db import get_engine
@@ -49,6 +50,11 @@ def stored_state(ctx: SyncContext) -> SyncState:
         return session.get_one(SyncState, KEY)
 
 
+def run_statuses(ctx: SyncContext) -> list[str]:
+    with ctx.sessions() as session:
+        return list(session.scalars(select(SyncRun.status).order_by(SyncRun.id)))
+
+
 def test_an_unchanged_sync_is_two_transactions_of_at_most_eight_statements(
     ctx: SyncContext, entry: CatalogueEntry, counted: SqlCount
 ) -> None:
@@ -68,7 +74,7 @@ def test_an_unchanged_sync_is_two_transactions_of_at_most_eight_statements(
     )
 
 
-def test_an_unchanged_end_is_one_statement_on_postgresql_and_records_all_three_rows(
+def test_an_unchanged_sync_is_two_statements_on_postgresql_and_records_all_three_rows(
     ctx: SyncContext, entry: CatalogueEntry, upstream: Upstream, counted: SqlCount
 ) -> None:
     sync_dataset(entry, ctx)
@@ -78,10 +84,10 @@ def test_an_unchanged_end_is_one_statement_on_postgresql_and_records_all_three_r
         stamp_before = getattr(session.scalars(select(Dataset).where(Dataset.key == KEY)).one(), entry.stamp_field)
     outcome = synced(ctx, entry, counted, force=True)
     assert (outcome.status, outcome.version, outcome.options) == ("unchanged", 1, len(expected_result(KEY)["options"]))
-    if ctx.settings.database_url.startswith("postgresql"):  # the lease take, the running row, then the end
-        assert counted.statements == 3 and " ".join(counted.texts[-1].split()).startswith(
-            "WITH stamped AS (UPDATE datasets"
-        ), counted.texts
+    if ctx.settings.database_url.startswith("postgresql"):  # the start (lease and running row), then the end
+        starts, ends = (" ".join(text.split()) for text in counted.texts)
+        assert starts.startswith("WITH taken AS (INSERT INTO sync_state"), counted.texts
+        assert ends.startswith("WITH stamped AS (UPDATE datasets"), counted.texts
     with ctx.sessions() as session:
         run = session.get_one(SyncRun, outcome.run_id)
         stamp_after = getattr(session.scalars(select(Dataset).where(Dataset.key == KEY)).one(), entry.stamp_field)
@@ -96,6 +102,43 @@ def test_an_unchanged_end_is_one_statement_on_postgresql_and_records_all_three_r
     state = stored_state(ctx)
     assert (state.last_status, state.consecutive_failures, state.lease_owner) == ("unchanged", 0, None)
     assert state.last_success_at == state.last_attempt_at
+
+
+@contextlib.contextmanager
+def commits_waiting_for_the_wal(ctx: SyncContext) -> Iterator[list[str]]:
+    """``synchronous_commit`` as each PostgreSQL transaction commits, in order ('on': it waits for the flush)."""
+    seen: list[str] = []
+
+    def before_commit(connection: Connection) -> None:
+        driver = connection.connection.dbapi_connection
+        assert driver is not None
+        seen.append(driver.cursor().execute("SHOW synchronous_commit").fetchone()[0])
+
+    engine = get_engine(ctx.settings.database_url)
+    event.listen(engine, "commit", before_commit)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "commit", before_commit)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_on_postgresql_only_an_unchanged_end_commits_without_waiting_for_the_wal(
+    ctx: SyncContext, entry: CatalogueEntry, upstream: Upstream
+) -> None:
+    with commits_waiting_for_the_wal(ctx) as created:
+        assert sync_dataset(entry, ctx).status == "created"
+    with commits_waiting_for_the_wal(ctx) as unchanged:
+        assert sync_dataset(entry, ctx, force=True).status == "unchanged"
+    body = upstream.body_for(upstream.url_path(entry.url)).replace(b'"London"', b'"Greater London"')
+    upstream.set_body(entry.url, body)
+    with commits_waiting_for_the_wal(ctx) as updated:
+        assert sync_dataset(entry, ctx, force=True).status == "updated"
+    assert (created, unchanged, updated) == (["on", "on"], ["on", "off"], ["on", "on"])
+    with commits_waiting_for_the_wal(ctx) as after:
+        assert lease.acquire(ctx.sessions, KEY, "operator", 60)
+    assert after == ["on"]  # the setting was the end transaction's only
 
 
 @pytest.mark.parametrize("change", ["created", "updated"])
@@ -142,6 +185,7 @@ def test_a_fresh_dataset_is_skipped_in_one_transaction(
     assert (outcome.status, outcome.error_kind, outcome.version) == ("skipped", "fresh", 1)
     assert counted.transactions == 1, counted.texts
     assert stored_state(ctx).lease_owner is None
+    assert run_statuses(ctx) == ["created", "skipped"]  # the start's 'running' row became the skip's record
 
 
 def test_a_busy_dataset_is_skipped_in_one_transaction(
@@ -152,6 +196,7 @@ def test_a_busy_dataset_is_skipped_in_one_transaction(
     assert (outcome.status, outcome.error_kind) == ("skipped", "busy")
     assert counted.transactions == 1, counted.texts
     assert stored_state(ctx).lease_owner == "another-worker"  # still theirs
+    assert run_statuses(ctx) == ["skipped"]  # no 'running' row without the lease
 
 
 def test_a_paused_dataset_is_skipped_in_one_transaction(
@@ -164,6 +209,7 @@ def test_a_paused_dataset_is_skipped_in_one_transaction(
     assert (outcome.status, outcome.error_kind) == ("skipped", "paused")
     assert counted.transactions == 1, counted.texts
     assert stored_state(ctx).lease_owner is None
+    assert run_statuses(ctx) == ["created", "skipped"]
 
 
 def test_when_the_end_transaction_fails_the_lease_is_released_and_the_scan_closes_the_run(
