@@ -170,6 +170,14 @@ def _undecodable_row(decoded: MarkedText, rows: Iterable[RawOption]) -> Permanen
     return decoded.error("the page (outside the code rows)")
 
 
+def _body_dropped(url: str, errors: etree._ListErrorLog) -> PermanentError:
+    """libxml2 drops a page's whole ``<body>`` where a browser reads on (e.g. ``<html <br/>lang=...>``
+    closes ``<html>`` at once): refuse the page rather than report it as having no code table."""
+    first = next(iter(errors), None)
+    where = f" (line {first.line}: {first.message})" if first is not None else ""
+    return PermanentError("broken_markup", f"{url}: the page's markup is broken: its <body> could not be read{where}")
+
+
 class LxmlPage:
     """A page parsed once into lxml's C tree; one pass in document order finds tables and their headings."""
 
@@ -181,6 +189,8 @@ class LxmlPage:
             raise PermanentError(
                 "too_deep", f"{url}: the HTML is nested too deeply to read (line {too_deep.line}: {too_deep.message})"
             )
+        if (root is None or root.find("body") is None) and b"<body" in html.lower():
+            raise _body_dropped(url, parser.error_log)
         self._tables: list[LxmlTable] = []
         self._headings: list[_Element] = []
         for element in () if root is None else root.iter(etree.Element):

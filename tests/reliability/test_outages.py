@@ -11,6 +11,7 @@ from unittest import mock
 
 import pytest
 
+from models.db import get_engine
 from models.schema import SyncRun
 from tests.reliability.conftest import (
     SUCCESS,
@@ -120,6 +121,7 @@ def test_postgresql_restarted_during_a_run(
         server = postgres_server.server
         pg_ctl(["-w", "-m", "immediate", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
         server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)  # so teardown stops the new one
+        get_engine(pg_url).dispose()  # this test's own pooled connections died with the server (the fleet's recover)
         back = time.monotonic()
         wait_converged(pg_url, keys, fleet)
         recovered_after = time.monotonic() - back

@@ -526,6 +526,15 @@ def test_markup_nested_beyond_the_parser_limit_is_a_named_error(depth: int) -> N
     assert URL in caught.value.message and "nested" in caught.value.message
 
 
+def test_a_page_whose_body_the_parser_drops_is_refused_not_read_as_empty() -> None:
+    """``<html <br/>...>`` ends ``<html>`` at once for libxml2, which then drops the whole ``<body>``."""
+    text = page(table(("Code", "Description"), row("01", "One"))).body.replace(b"<html", b"<html <br/>", 1)
+    with pytest.raises(PermanentError) as caught:
+        parse_page(Document(url=URL, body=text, charset="utf-8"))
+    assert caught.value.kind == "broken_markup"
+    assert URL in caught.value.message and "<body>" in caught.value.message
+
+
 # --- errors ---------------------------------------------------------------------------------------
 
 

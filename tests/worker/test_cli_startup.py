@@ -85,6 +85,8 @@ NOT_FOR_SYNC = {"celery", "kombu", "redbeat", "alembic", "redis", "bs4", "fastap
 NOT_FOR_SYNC_MODULES = {"rich.progress", "rich._emoji_codes"}
 # Webhooks' health model and the states they announced load with the first webhook: none is configured here.
 NOT_FOR_SYNC_MODULES |= {"worker.health", "models.monitoring"}
+# A SQLite store never loads PostgreSQL's dialect (models/dialect_insert.py picks the insert per dialect).
+NOT_FOR_SYNC_MODULES |= {"sqlalchemy.dialects.postgresql"}
 
 
 def sync_env(tmp_path: Path, upstream: Upstream) -> dict[str, str]:
