@@ -57,7 +57,6 @@ SYNC_IMPORT_LAYERS = (
     ("typer/rich", "import typer, rich.console, rich.table, rich.text"),
     ("pydantic", "import pydantic, pydantic.types"),
     ("SQLAlchemy ORM", "import sqlalchemy.orm"),
-    ("SQLAlchemy PostgreSQL dialect", "import sqlalchemy.dialects.postgresql"),
     ("datasync", SYNC_IMPORTS),
 )
 # Prints the resident set (KB) at the start, then after each layer's imports: one number a line.
