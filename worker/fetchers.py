@@ -155,9 +155,11 @@ def _serve(pipe: Connection, run: _Run) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = _Parent(pipe)
     own = run.http.with_politeness(_ParentThrottle(parent), _ParentHealth(parent))
-    while (task := pipe.recv()) is not None:
-        key, validators = task
-        pipe.send(("done", _answer(functools.partial(run.fetch_here, run.entries[key], own, run.limits, validators))))
+    with contextlib.suppress(EOFError, OSError):  # the parent is gone: nothing is left to answer
+        while (task := pipe.recv()) is not None:
+            key, validators = task
+            fetch = functools.partial(run.fetch_here, run.entries[key], own, run.limits, validators)
+            pipe.send(("done", _answer(fetch)))
 
 
 def _answer(fetch: Callable[[], Fetched]) -> Answer:
