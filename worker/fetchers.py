@@ -130,7 +130,8 @@ class _ParentHealth(HostHealth):
         self.parent = parent
 
     def check(self, host: str, url: str) -> None:
-        self.parent.call("call", "health", "check", host, url)
+        """Told: a refusal answers the slot the client asks for next (``_Errands``)."""
+        self.parent.tell("call", "health", "check", host, url)
 
     def answered(self, host: str) -> None:
         self.parent.tell("call", "health", "answered", host)
@@ -175,11 +176,17 @@ def _answer(fetch: Callable[[], Fetched]) -> Answer:
 
 class _Errands:
     """The parent's side of one dataset in a worker process: what the process asks of the throttle
-    and host health, done in the waiting thread; every slot or cue still held is left at the end."""
+    and host health, done in the waiting thread; every slot or cue still held is left at the end.
+
+    A told errand that refuses (host health's ``check`` of a host given up) answers the process's
+    next question, which is the slot it asks for next: the request is refused where it would have
+    been, before any slot is taken, and the process waits for one answer per request less.
+    """
 
     def __init__(self, targets: dict[str, Any], held: contextlib.ExitStack) -> None:
         self.targets, self.held = targets, held
         self.entered: list[contextlib.ExitStack] = []  # innermost last: a slot, then its sending cue
+        self.refusal: SyncError | None = None
 
     def until_done(self, pipe: Connection) -> Answer:
         while True:
@@ -187,13 +194,18 @@ class _Errands:
             told = request[0] == "tell"
             kind, *details = request[1:] if told else request
             if kind == "done":
-                return details[0]  # type: ignore[no-any-return]
+                return _Refusal.of(self.refusal) if self.refusal else details[0]
+            if not told and self.refusal:
+                pipe.send(("raise", _Refusal.of(self.refusal)))
+                self.refusal = None
+                continue
             try:
                 value = self.run(kind, details)
             except SyncError as error:
                 if told:
-                    raise  # nothing in the process waits for it: the dataset fails here
-                pipe.send(("raise", _Refusal.of(error)))
+                    self.refusal = error
+                else:
+                    pipe.send(("raise", _Refusal.of(error)))
             else:
                 if not told:
                     pipe.send(("ok", value))

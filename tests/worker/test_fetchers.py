@@ -127,6 +127,35 @@ def test_refusals_304s_and_retry_afters_cross_as_the_thread_raises_them(
     assert fetchers.fetch(heavy_entries[3], None)[0].options  # the processes still serve
 
 
+def test_a_host_given_up_after_a_processs_timeouts_is_given_up_for_every_process(
+    upstream: Upstream, heavy_entries: list[CatalogueEntry], store_url: str
+) -> None:
+    """The timeouts count in the parent's host health: one process's timeout stops the next
+    process's request before it is sent."""
+    settings = Settings(
+        database_url=store_url,
+        url_rewrites=upstream.rewrites(),
+        read_timeout=0.3,
+        host_timeout_limit=1,
+        host_unreachable_seconds=600,
+    )
+    context = SyncContext.from_settings(settings, LocalThrottle(limits_with()))
+    silent, next_one = heavy_entries[:2]
+    upstream.script(silent.url, Scripted(delay=5))
+    fetchers = Fetchers(2, heavy_entries, context.http, context.limits, fetch_here)
+    try:
+        with pytest.raises(TransientError) as timed_out:
+            fetchers.fetch(silent, None)
+        assert timed_out.value.kind == "timeout"
+        with pytest.raises(TransientError) as given_up:
+            fetchers.fetch(next_one, None)
+        assert given_up.value.kind == "host_unreachable" and next_one.url in given_up.value.message
+        assert upstream.hits(next_one.url) == []
+    finally:
+        fetchers.close()
+        context.close()
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
