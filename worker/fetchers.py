@@ -78,32 +78,41 @@ Answer = Fetched | _Refusal | _Unchanged | _Bug
 
 
 class _Parent:
-    """The process's end of the pipe: a call to the parent's throttle or host health, answered by
-    the thread that waits for this process."""
+    """The process's end of the pipe: calls to the parent's throttle or host health, done by the
+    thread that waits for this process. A message is a batch: what is only told waits for the next
+    message, unless it must be known at once (a slot or a write's cue left)."""
 
     def __init__(self, pipe: Connection) -> None:
         self.pipe = pipe
+        self.told: list[tuple[Any, ...]] = []
 
     def call(self, *request: Any) -> Any:
-        self.pipe.send(request)
+        self.send(request)
         kind, value = self.pipe.recv()
         if kind == "raise":
             raise value.error()
         return value
 
-    def tell(self, *request: Any) -> None:
-        """A call whose answer nobody waits for: the thread does it before anything this process asks next."""
-        self.pipe.send(("tell", *request))
+    def tell(self, *request: Any, now: bool = False) -> None:
+        """A call whose answer nobody waits for: done in order, before anything asked after it."""
+        self.told.append(("tell", *request))
+        if now:
+            self.pipe.send(self.told)
+            self.told = []
+
+    def send(self, last: tuple[Any, ...]) -> None:
+        self.pipe.send([*self.told, last])
+        self.told = []
 
     @contextlib.contextmanager
     def entered(self, target: str, method: str, host: str) -> Iterator[None]:
-        """Leaving is told, not asked: the parent's throttle notes a slot freed or a write ended a
-        little after it happened, never before (so the spacing it keeps only grows)."""
+        """Leaving is told at once, not asked: the parent's throttle notes a slot freed or a write
+        ended a little after it happened, never before (so the spacing it keeps only grows)."""
         self.call("enter", target, method, host)
         try:
             yield
         finally:
-            self.tell("exit")
+            self.tell("exit", now=True)
 
 
 class _ParentThrottle:
@@ -160,7 +169,7 @@ def _serve(pipe: Connection, run: _Run) -> None:
         while (task := pipe.recv()) is not None:
             key, validators = task
             fetch = functools.partial(run.fetch_here, run.entries[key], own, run.limits, validators)
-            pipe.send(("done", _answer(fetch)))
+            parent.send(("done", _answer(fetch)))
 
 
 def _answer(fetch: Callable[[], Fetched]) -> Answer:
@@ -190,25 +199,30 @@ class _Errands:
 
     def until_done(self, pipe: Connection) -> Answer:
         while True:
-            request = pipe.recv()
-            told = request[0] == "tell"
-            kind, *details = request[1:] if told else request
-            if kind == "done":
-                return _Refusal.of(self.refusal) if self.refusal else details[0]
-            if not told and self.refusal:
-                pipe.send(("raise", _Refusal.of(self.refusal)))
-                self.refusal = None
-                continue
-            try:
-                value = self.run(kind, details)
-            except SyncError as error:
+            for request in pipe.recv():
+                told = request[0] == "tell"
+                kind, *details = request[1:] if told else request
+                if kind == "done":
+                    return _Refusal.of(self.refusal) if self.refusal else details[0]
                 if told:
-                    self.refusal = error
+                    self.tell(kind, details)
                 else:
-                    pipe.send(("raise", _Refusal.of(error)))
-            else:
-                if not told:
-                    pipe.send(("ok", value))
+                    pipe.send(self.ask(kind, details))
+
+    def tell(self, kind: str, details: list[Any]) -> None:
+        try:
+            self.run(kind, details)
+        except SyncError as error:
+            self.refusal = error
+
+    def ask(self, kind: str, details: list[Any]) -> tuple[str, Any]:
+        refusal, self.refusal = self.refusal, None
+        if refusal is None:
+            try:
+                return "ok", self.run(kind, details)
+            except SyncError as error:
+                refusal = error
+        return "raise", _Refusal.of(refusal)
 
     def run(self, kind: str, details: list[Any]) -> Any:
         if kind == "exit":
