@@ -192,9 +192,9 @@ class _Errands:
     been, before any slot is taken, and the process waits for one answer per request less.
     """
 
-    def __init__(self, targets: dict[str, Any], held: contextlib.ExitStack) -> None:
-        self.targets, self.held = targets, held
-        self.entered: list[contextlib.ExitStack] = []  # innermost last: a slot, then its sending cue
+    def __init__(self, targets: dict[str, Any]) -> None:
+        self.targets = targets
+        self.entered: list[contextlib.AbstractContextManager[None]] = []  # innermost last: a slot, its cue
         self.refusal: SyncError | None = None
 
     def until_done(self, pipe: Connection) -> Answer:
@@ -226,16 +226,21 @@ class _Errands:
 
     def run(self, kind: str, details: list[Any]) -> Any:
         if kind == "exit":
-            self.entered.pop().close()
+            self.entered.pop().__exit__(None, None, None)
             return None
         target, method, *arguments = details
         call = getattr(self.targets[target], method)
         if kind == "call":
             return call(*arguments)
-        inside = contextlib.ExitStack()
-        inside.enter_context(call(*arguments))  # if entering fails, nothing is held
-        self.entered.append(self.held.enter_context(inside))
+        entering = call(*arguments)
+        entering.__enter__()  # if entering fails, nothing is held
+        self.entered.append(entering)
         return None
+
+    def leave_all(self) -> None:
+        """Leave what the process still holds (it died, or the thread stopped waiting), innermost first."""
+        while self.entered:
+            self.entered.pop().__exit__(None, None, None)
 
 
 class Fetchers:
@@ -277,7 +282,7 @@ class Fetchers:
 
     def takes(self, entry: CatalogueEntry) -> bool:
         """Whether this run's processes fetch ``entry`` (one of the datasets they were forked with)."""
-        return self._run.entries.get(entry.key) is entry
+        return self._run.entries.get(entry.key) == entry
 
     def fetch(self, entry: CatalogueEntry, validators: Validators | None) -> Fetched:
         """``fetch_here`` in a free worker process (in this thread once none is left)."""
@@ -286,18 +291,20 @@ class Fetchers:
         if pipe is None:
             self._free.put(None)
             return run.fetch_here(entry, run.http, run.limits, validators)
-        with contextlib.ExitStack() as held:
-            try:
-                pipe.send((entry.key, validators))
-                answer = _Errands(self._targets, held).until_done(pipe)
-            except (EOFError, OSError):
-                self._free.put(None)
-                raise TransientError(
-                    "fetcher_died", f"{entry.url}: the process fetching this page ended unexpectedly"
-                ) from None
-            except BaseException:
-                self._free.put(None)  # the process may be mid-dataset: it is not handed out again
-                raise
+        errands = _Errands(self._targets)
+        try:
+            pipe.send((entry.key, validators))
+            answer = errands.until_done(pipe)
+        except (EOFError, OSError):
+            self._free.put(None)
+            raise TransientError(
+                "fetcher_died", f"{entry.url}: the process fetching this page ended unexpectedly"
+            ) from None
+        except BaseException:
+            self._free.put(None)  # the process may be mid-dataset: it is not handed out again
+            raise
+        finally:
+            errands.leave_all()
         self._free.put(pipe)
         return _result(answer)
 
