@@ -20,6 +20,7 @@ import functools
 import os
 import queue
 import signal
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,6 @@ from worker.catalogue import CatalogueEntry
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
-    from multiprocessing.process import BaseProcess
 
 Fetched = tuple[OptionList, Validators, int]  # what ``pipeline.fetch_here`` returns
 FetchHere = Callable[[CatalogueEntry, HttpClient, Limits, Validators | None], Fetched]
@@ -247,33 +247,43 @@ class Fetchers:
     """Forked worker processes, one dataset each at a time, over a pipe of their own.
 
     Forked at the start of a run, before its threads exist, so a process inherits the imported
-    sources and parsers and no lock a thread holds. A process that dies fails the dataset it was
-    on (transient, so it is retried) and its place is taken by fetching in the calling thread.
+    sources and parsers and no lock a thread holds. A plain ``os.fork``: the after-fork hooks
+    libraries register with ``multiprocessing`` (kombu closes its broker channels there, reading
+    from the parent's socket) must not run in a process that only fetches; it ends with
+    ``os._exit``, so nothing of the parent's (connections, atexit handlers) is finalised in it. A
+    process that dies fails the dataset it was on (transient, so it is retried) and its place is
+    taken by fetching in the calling thread.
     """
 
     def __init__(
         self, processes: int, entries: list[CatalogueEntry], http: HttpClient, limits: Limits, fetch_here: FetchHere
     ) -> None:
-        import multiprocessing  # only a CPU-bound run pays for these imports
+        from multiprocessing.connection import Pipe  # only a CPU-bound run pays for this import
 
-        context = multiprocessing.get_context("fork")
         self._run = _Run({entry.key: entry for entry in entries}, http, limits, fetch_here)
         self._targets = {"throttle": http.throttle, "health": http.host_health}
-        self._children: list[BaseProcess] = []
+        self.pids: list[int] = []
         self._pipes: list[Connection] = []
         self._free: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         for _ in range(processes):
-            mine, theirs = context.Pipe()
-            child = context.Process(target=_serve, args=(theirs, self._run), daemon=True, name="datasync-fetcher")
-            child.start()
+            mine, theirs = Pipe()
+            self.pids.append(self._fork(theirs))
             theirs.close()
-            self._children.append(child)
             self._pipes.append(mine)
             self._free.put(mine)
 
-    @property
-    def pids(self) -> list[int]:
-        return [child.pid for child in self._children if child.pid is not None]
+    def _fork(self, pipe: Connection) -> int:
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:
+            for others in self._pipes:  # the earlier processes' pipes are the parent's alone
+                others.close()
+            _serve(pipe, self._run)
+            code = 0
+        finally:
+            os._exit(code)
 
     @staticmethod
     def offers(entry: CatalogueEntry) -> bool:
@@ -314,11 +324,20 @@ class Fetchers:
             with contextlib.suppress(OSError):
                 pipe.send(None)
             pipe.close()
-        for child in self._children:
-            child.join(EXIT_SECONDS)
-            if child.is_alive():
-                child.kill()
-                child.join()
+        for pid in self.pids:
+            _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    """Wait for a process asked to end; kill it after ``EXIT_SECONDS``."""
+    deadline = time.monotonic() + EXIT_SECONDS
+    with contextlib.suppress(ChildProcessError):  # already reaped
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.01)
 
 
 def _result(answer: Answer) -> Fetched:

@@ -4,6 +4,7 @@ parent's politeness, and a clean failure when a process dies. Real local upstrea
 from __future__ import annotations
 
 import math
+import multiprocessing.util
 import os
 import signal
 import threading
@@ -17,7 +18,8 @@ import pytest
 from benchmarks.source import HEAVY_PAGE, page
 from models.datasets import table_of
 from scrapers.errors import PermanentError, TransientError
-from scrapers.http import NotModified, Validators
+from scrapers.http import HttpClient, NotModified, UrlRewrites, Validators
+from scrapers.normalise import Limits
 from scrapers.throttle import HostLimit, HostLimits, LocalThrottle
 from tests.upstream import Scripted, Upstream
 from worker.catalogue import CatalogueEntry, load_catalogue
@@ -72,6 +74,16 @@ def fetchers(fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry]) -> Iter
     processes = Fetchers(2, heavy_entries, fast_ctx.http, fast_ctx.limits, fetch_here)
     yield processes
     processes.close()
+
+
+@pytest.fixture
+def fetchers_args(upstream: Upstream) -> Iterator[tuple[HttpClient, Limits]]:
+    """A client and limits for processes that need no store."""
+    http = HttpClient(
+        user_agent="datasync-test", rewrites=UrlRewrites(upstream.rewrites()), throttle=LocalThrottle(limits_with())
+    )
+    yield http, Limits()
+    http.close()
 
 
 def sync_all(ctx: SyncContext, entries: list[CatalogueEntry], jobs: int) -> list[SyncOutcome]:
@@ -215,6 +227,31 @@ def test_the_parents_throttle_spaces_every_processs_requests(
     arrivals = sorted(when for when, path in upstream.arrivals if HOST in path)
     gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
     assert len(arrivals) == PAGES and min(gaps) > 0.5 / 20  # 55 ms kept; unthrottled processes: ~1 ms
+
+
+class _Resource:
+    """Stands for a library's pooled connection that cleans up after a multiprocessing fork (kombu's
+    closes its broker channels, reading from the parent's socket: a fetching process hung there)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+
+def _after_a_multiprocessing_fork(resource: _Resource) -> None:
+    resource.marker.write_text(str(os.getpid()))
+
+
+def test_a_process_runs_no_hook_of_a_multiprocessing_fork(
+    fetchers_args: tuple[HttpClient, Limits], heavy_entries: list[CatalogueEntry], tmp_path: Path
+) -> None:
+    resource = _Resource(tmp_path / "hook-ran")
+    multiprocessing.util.register_after_fork(resource, _after_a_multiprocessing_fork)
+    fetchers = Fetchers(1, heavy_entries, *fetchers_args, fetch_here)
+    try:
+        assert fetchers.fetch(heavy_entries[0], None)[0].options
+    finally:
+        fetchers.close()
+    assert not resource.marker.exists()
 
 
 def test_processes_only_when_the_run_is_cpu_bound(fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry]) -> None:
