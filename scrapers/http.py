@@ -57,7 +57,7 @@ class NotModified(Exception):
 
     def __init__(self, url: str, reason: str = "upstream answered 304 Not Modified") -> None:
         super().__init__(url)
-        self.reason = reason
+        self.url, self.reason = url, reason
 
 
 class Throttle(Protocol):
@@ -341,6 +341,21 @@ class HttpClient:
 
     def close(self) -> None:
         self.session.close()
+
+    def with_politeness(self, throttle: Throttle, host_health: HostHealth) -> HttpClient:
+        """This client's settings on a fresh session, with another throttle and host health (a worker
+        process's stand-ins for its parent's, ``worker.fetchers``)."""
+        connect, read = self.timeout
+        return HttpClient(
+            user_agent=str(self.session.headers["User-Agent"]),
+            connect_timeout=connect,
+            read_timeout=read,
+            max_bytes=self.max_bytes,
+            rewrites=self.rewrites,
+            throttle=throttle,
+            deadline=self.deadline,
+            host_health=host_health,
+        )
 
     def get(
         self,

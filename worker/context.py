@@ -8,6 +8,7 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,6 +17,9 @@ from scrapers.http import HostHealth, HttpClient, NoThrottle, Throttle, UrlRewri
 from scrapers.normalise import Limits
 from scrapers.throttle import HostLimit, HostLimits, LocalThrottle, RedisThrottle
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.fetchers import Fetchers
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,7 @@ class SyncContext:
     sessions: sessionmaker[Session]
     http: HttpClient
     limits: Limits
+    fetchers: Fetchers | None = None  # worker processes ``run_per_host`` lends a CPU-bound run
     process_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
 
     @classmethod

@@ -32,8 +32,8 @@ from models.upsert import (
 )
 from scrapers import SOURCES
 from scrapers.errors import PermanentError, SyncError, redact
-from scrapers.http import NotModified, Validators
-from scrapers.normalise import OptionList, normalise
+from scrapers.http import HttpClient, NotModified, Validators
+from scrapers.normalise import Limits, OptionList, normalise
 from worker import webhooks
 from worker.catalogue import CatalogueEntry
 from worker.context import SyncContext
@@ -159,11 +159,21 @@ def fetch_options(
     """Fetch, parse and normalise one source; raises ``NotModified`` or ``SyncError``.
 
     Returns the list, the validators worth keeping (the source decides which: ``kept_validators``)
-    and the body bytes downloaded (``sync_runs.bytes_fetched``).
+    and the body bytes downloaded (``sync_runs.bytes_fetched``). On a CPU-bound run the work goes to
+    a worker process (``worker.fetchers``), which runs ``fetch_here`` under this process's politeness.
     """
+    if ctx.fetchers is not None and ctx.fetchers.takes(entry):
+        return ctx.fetchers.fetch(entry, validators)
+    return fetch_here(entry, ctx.http, ctx.limits, validators)
+
+
+def fetch_here(
+    entry: CatalogueEntry, http: HttpClient, limits: Limits, validators: Validators | None
+) -> tuple[OptionList, Validators, int]:
+    """``fetch_options`` in this process, with the given client."""
     source = SOURCES[entry.source]
-    documents = source.fetch(entry, ctx.http, validators)
-    option_list = normalise(source.parse(entry, documents), ctx.limits, entry.url)
+    documents = source.fetch(entry, http, validators)
+    option_list = normalise(source.parse(entry, documents), limits, entry.url)
     if not option_list.options:
         raise PermanentError("empty", f"{entry.url}: the source gave no usable options")
     return option_list, source.kept_validators(documents), sum(len(document.body) for document in documents)

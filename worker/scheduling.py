@@ -10,12 +10,13 @@ sleeping in a thread.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,24 @@ class HostScheduler:
         return min(candidates)[1] if candidates else None
 
 
+@contextlib.contextmanager
+def _fetchers_lent(ctx: SyncContext, entries: list[CatalogueEntry], jobs: int, limits: HostLimits) -> Iterator[None]:
+    """Worker processes for the run's fetching and parsing when it is CPU-bound (``worker.fetchers``)."""
+    from worker.fetchers import fetchers_for
+    from worker.pipeline import fetch_here
+
+    fetchers = fetchers_for(entries, jobs, limits, ctx.http, ctx.limits, fetch_here)
+    if fetchers is None:
+        yield
+        return
+    ctx.fetchers = fetchers
+    try:
+        yield
+    finally:
+        ctx.fetchers = None
+        fetchers.close()
+
+
 def run_per_host(
     entries: list[CatalogueEntry],
     jobs: int,
@@ -139,7 +158,7 @@ def run_per_host(
             finally:
                 scheduler.finish(entry, retry_in, attempt)
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    with _fetchers_lent(ctx, entries, jobs, limits), ThreadPoolExecutor(max_workers=jobs) as pool:
         for future in [pool.submit(drain) for _ in range(jobs)]:
             future.result()
     return [results[entry.key] for entry in entries]

@@ -1,0 +1,268 @@
+"""Worker processes that fetch and parse for a CPU-bound ``sync --jobs N``: the threads' results, the
+parent's politeness, and a clean failure when a process dies. Real local upstream and stores."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing.util
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from benchmarks.source import HEAVY_PAGE, page
+from models.datasets import table_of
+from scrapers.errors import PermanentError, TransientError
+from scrapers.http import HttpClient, NotModified, UrlRewrites, Validators
+from scrapers.normalise import Limits
+from scrapers.throttle import HostLimit, HostLimits, LocalThrottle
+from tests.upstream import Scripted, Upstream
+from worker.catalogue import CatalogueEntry, load_catalogue
+from worker.context import SyncContext
+from worker.fetchers import Fetched, Fetchers, fetchers_for
+from worker.outcome import SyncOutcome
+from worker.pipeline import fetch_here, sync_dataset
+from worker.scheduling import run_per_host
+from worker.settings import Settings
+
+HOST = "www.datadictionary.nhs.uk"
+PAGES = 12
+
+
+def url_of(index: int) -> str:
+    return f"https://{HOST}/data_dictionary/data_field_notes/bench_{index}.html"
+
+
+@pytest.fixture
+def heavy_entries(tmp_path: Path, upstream: Upstream) -> list[CatalogueEntry]:
+    """Generated NHS DD pages (50 codes each) on the fixture host, served by the local upstream."""
+    blocks = []
+    for index in range(PAGES):
+        upstream.set_body(url_of(index), page(index, HEAVY_PAGE))
+        blocks.append(
+            f'[[datasets]]\nkey = "heavy_{index}"\nname = "Heavy {index}"\ncategory = "nhs_dd"\n'
+            f'source = "nhs_dd"\nurl = "{url_of(index)}"\n'
+        )
+    path = tmp_path / "heavy.toml"
+    path.write_text("\n".join(blocks), encoding="utf-8")
+    return list(load_catalogue(path).entries)
+
+
+def limits_with(host_limits: str = "") -> HostLimits:
+    return HostLimits(HostLimit(8, 1000.0), host_limits)
+
+
+@pytest.fixture
+def fast_ctx(store_url: str, upstream: Upstream) -> Iterator[SyncContext]:
+    """A CPU-bound run's settings (the host allows far more than ``CPU_BOUND_REQUESTS_PER_SECOND``),
+    with the in-process throttle a ``datasync sync`` without Redis has."""
+    settings = Settings(
+        database_url=store_url, url_rewrites=upstream.rewrites(), host_rate_per_second=1000, host_concurrency=8
+    )
+    context = SyncContext.from_settings(settings, LocalThrottle(limits_with()))
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def fetchers(fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry]) -> Iterator[Fetchers]:
+    processes = Fetchers(2, heavy_entries, fast_ctx.http, fast_ctx.limits, fetch_here)
+    yield processes
+    processes.close()
+
+
+@pytest.fixture
+def fetchers_args(upstream: Upstream) -> Iterator[tuple[HttpClient, Limits]]:
+    """A client and limits for processes that need no store."""
+    http = HttpClient(
+        user_agent="datasync-test", rewrites=UrlRewrites(upstream.rewrites()), throttle=LocalThrottle(limits_with())
+    )
+    yield http, Limits()
+    http.close()
+
+
+def sync_all(ctx: SyncContext, entries: list[CatalogueEntry], jobs: int) -> list[SyncOutcome]:
+    work = lambda entry, attempt: sync_dataset(entry, ctx, trigger="cli", force=True, refetch=True)  # noqa: E731
+    return run_per_host(entries, jobs, ctx, work, lambda _: None)
+
+
+def test_a_run_with_processes_stores_exactly_what_the_threads_store(
+    fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lent: list[list[int]] = []
+    original = Fetchers.fetch
+
+    def noting(self: Fetchers, entry: CatalogueEntry, validators: Validators | None) -> Fetched:
+        lent.append(self.pids)
+        return original(self, entry, validators)
+
+    monkeypatch.setattr(Fetchers, "fetch", noting)
+    by_thread = {entry.key: fetch_here(entry, fast_ctx.http, fast_ctx.limits, None) for entry in heavy_entries}
+    outcomes = sync_all(fast_ctx, heavy_entries, jobs=4)
+    assert len(lent) == PAGES and os.getpid() not in lent[0]  # every dataset went to a worker process
+    assert [(o.key, o.status, o.options) for o in outcomes] == [(e.key, "created", 50) for e in heavy_entries]
+    with fast_ctx.sessions() as session:
+        table = table_of(session)
+        for entry in heavy_entries:
+            row = table.load(session, entry.key)
+            assert row is not None and row.options == by_thread[entry.key][0].options
+    assert fast_ctx.fetchers is None  # lent for the run only
+
+
+def test_a_fetch_in_a_process_equals_the_fetch_in_the_thread(
+    fetchers: Fetchers, fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry]
+) -> None:
+    for entry in heavy_entries[:3]:
+        assert fetchers.fetch(entry, None) == fetch_here(entry, fast_ctx.http, fast_ctx.limits, None)
+
+
+def test_refusals_304s_and_retry_afters_cross_as_the_thread_raises_them(
+    fetchers: Fetchers, upstream: Upstream, heavy_entries: list[CatalogueEntry]
+) -> None:
+    gone, busy, same = heavy_entries[:3]
+    upstream.script(gone.url, Scripted(status=404))
+    upstream.script(busy.url, Scripted(status=503, headers={"Retry-After": "7"}))
+    upstream.script(same.url, Scripted(status=304))
+    with pytest.raises(PermanentError) as refused:
+        fetchers.fetch(gone, None)
+    assert refused.value.kind == "http_404" and gone.url in refused.value.message
+    with pytest.raises(TransientError) as later:
+        fetchers.fetch(busy, None)
+    assert later.value.kind == "http_503" and later.value.retry_after == 7
+    with pytest.raises(NotModified):
+        fetchers.fetch(same, None)
+    assert fetchers.fetch(heavy_entries[3], None)[0].options  # the processes still serve
+
+
+def test_a_host_given_up_after_a_processs_timeouts_is_given_up_for_every_process(
+    upstream: Upstream, heavy_entries: list[CatalogueEntry], store_url: str
+) -> None:
+    """The timeouts count in the parent's host health: one process's timeout stops the next
+    process's request before it is sent."""
+    settings = Settings(
+        database_url=store_url,
+        url_rewrites=upstream.rewrites(),
+        read_timeout=0.3,
+        host_timeout_limit=1,
+        host_unreachable_seconds=600,
+    )
+    context = SyncContext.from_settings(settings, LocalThrottle(limits_with()))
+    silent, next_one = heavy_entries[:2]
+    upstream.script(silent.url, Scripted(delay=5))
+    fetchers = Fetchers(2, heavy_entries, context.http, context.limits, fetch_here)
+    try:
+        with pytest.raises(TransientError) as timed_out:
+            fetchers.fetch(silent, None)
+        assert timed_out.value.kind == "timeout"
+        with pytest.raises(TransientError) as given_up:
+            fetchers.fetch(next_one, None)
+        assert given_up.value.kind == "host_unreachable" and next_one.url in given_up.value.message
+        assert upstream.hits(next_one.url) == []
+    finally:
+        fetchers.close()
+        context.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+def test_a_process_killed_mid_request_fails_its_dataset_in_one_line_and_frees_its_slot(
+    upstream: Upstream, heavy_entries: list[CatalogueEntry], store_url: str
+) -> None:
+    settings = Settings(database_url=store_url, url_rewrites=upstream.rewrites())
+    throttle = LocalThrottle(limits_with(f"{HOST}=1:1000"))  # one request at a time: a leaked slot blocks all
+    context = SyncContext.from_settings(settings, throttle)
+    stuck, after = heavy_entries[:2]
+    upstream.script(stuck.url, Scripted(delay=60))
+    fetchers = Fetchers(1, heavy_entries, context.http, context.limits, fetch_here)
+    try:
+        failed: list[BaseException] = []
+
+        def fetch_stuck() -> None:
+            try:
+                fetchers.fetch(stuck, None)
+            except TransientError as error:
+                failed.append(error)
+
+        thread = threading.Thread(target=fetch_stuck)
+        thread.start()
+        wait_for(lambda: bool(upstream.hits(stuck.url)))  # the process holds the host's only slot
+        assert throttle.wait_estimate(HOST) == math.inf
+        os.kill(fetchers.pids[0], signal.SIGKILL)
+        thread.join(30)
+        [error] = failed
+        assert isinstance(error, TransientError) and error.kind == "fetcher_died"
+        assert error.message == f"{stuck.url}: the process fetching this page ended unexpectedly"
+        assert throttle.wait_estimate(HOST) < math.inf  # the slot the process held was left
+        assert fetchers.fetch(after, None) == fetch_here(after, context.http, context.limits, None)  # in-thread now
+    finally:
+        fetchers.close()
+        context.close()
+
+
+def test_the_parents_throttle_spaces_every_processs_requests(
+    fast_ctx: SyncContext, upstream: Upstream, heavy_entries: list[CatalogueEntry]
+) -> None:
+    """Two processes, four threads, one host at 20 requests a second: the parent's throttle keeps
+    the spacing on the wire (each process with a throttle of its own would send them together)."""
+    throttle = LocalThrottle(limits_with(f"{HOST}=4:20"))
+    http = fast_ctx.http.with_politeness(throttle, fast_ctx.http.host_health)
+    fetchers = Fetchers(2, heavy_entries, http, fast_ctx.limits, fetch_here)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda entry: fetchers.fetch(entry, None), heavy_entries))
+    finally:
+        fetchers.close()
+        http.close()
+    assert all(result[0].options for result in results)
+    arrivals = sorted(when for when, path in upstream.arrivals if HOST in path)
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
+    assert len(arrivals) == PAGES and min(gaps) > 0.5 / 20  # 55 ms kept; unthrottled processes: ~1 ms
+
+
+class _Resource:
+    """Stands for a library's pooled connection that cleans up after a multiprocessing fork (kombu's
+    closes its broker channels, reading from the parent's socket: a fetching process hung there)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+
+def _after_a_multiprocessing_fork(resource: _Resource) -> None:
+    resource.marker.write_text(str(os.getpid()))
+
+
+def test_a_process_runs_no_hook_of_a_multiprocessing_fork(
+    fetchers_args: tuple[HttpClient, Limits], heavy_entries: list[CatalogueEntry], tmp_path: Path
+) -> None:
+    resource = _Resource(tmp_path / "hook-ran")
+    multiprocessing.util.register_after_fork(resource, _after_a_multiprocessing_fork)
+    fetchers = Fetchers(1, heavy_entries, *fetchers_args, fetch_here)
+    try:
+        assert fetchers.fetch(heavy_entries[0], None)[0].options
+    finally:
+        fetchers.close()
+    assert not resource.marker.exists()
+
+
+def test_processes_only_when_the_run_is_cpu_bound(fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry]) -> None:
+    polite = HostLimits(HostLimit(2, 2.0))
+    tools = (fast_ctx.http, fast_ctx.limits, fetch_here)
+    assert fetchers_for(heavy_entries, 4, polite, *tools) is None  # the shipped limits: politeness sets the pace
+    assert fetchers_for(heavy_entries, 1, limits_with(), *tools) is None  # --jobs 1 stays in its thread
+    lent = fetchers_for(heavy_entries, 4, limits_with(), *tools)
+    try:
+        cores = len(os.sched_getaffinity(0))
+        assert (len(lent.pids) if lent else 0) == (min(4, cores) if cores > 1 else 0)
+    finally:
+        if lent is not None:
+            lent.close()

@@ -1,0 +1,367 @@
+"""Fetch + parse + normalise in worker processes, for a CPU-bound ``datasync sync --jobs N``.
+
+Threads of one process take turns on the GIL: on a run whose hosts allow many requests per second,
+``--jobs 4`` spends its time waiting for the lock that the HTTP client and the parser hold, and is
+no faster than ``--jobs 1``. ``Fetchers`` forks worker processes at the start of such a run; a
+thread that syncs a dataset hands its fetch, parse and normalise (``pipeline.fetch_here``) to a
+free process and waits, and the store work stays in the thread. The process runs the same
+function on its own HTTP session, so the result is the one the thread would have computed.
+
+Politeness stays the parent's: the process's throttle and host health are stand-ins that ask the
+waiting thread, which enters the parent's own throttle slot, pacing cue and host health on its
+behalf. So a host's limits hold across threads and processes exactly as they do for threads alone.
+A dataset with credentials is fetched in its thread: secrets never leave the parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from scrapers import SOURCES
+from scrapers.errors import SyncError, TransientError
+from scrapers.http import HostHealth, HttpClient, NotModified, Validators, host_of
+from scrapers.normalise import Limits, OptionList
+from scrapers.throttle import HostLimits
+from worker.catalogue import CatalogueEntry
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+Fetched = tuple[OptionList, Validators, int]  # what ``pipeline.fetch_here`` returns
+FetchHere = Callable[[CatalogueEntry, HttpClient, Limits, Validators | None], Fetched]
+
+# Below this many requests per second over all of a run's hosts, politeness, not the CPU, sets the
+# run's pace (the shipped limits allow 2 per host): worker processes would cost memory for nothing.
+CPU_BOUND_REQUESTS_PER_SECOND = 50.0
+EXIT_SECONDS = 5.0  # a process asked to end gets this long before it is killed
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """A ``SyncError`` carried across the pipe as data (exception pickling would not replay the
+    keyword arguments its constructor takes)."""
+
+    error_type: type[SyncError]
+    kind: str
+    message: str
+    retry_after: float | None
+    body: bytes
+
+    @classmethod
+    def of(cls, error: SyncError) -> _Refusal:
+        return cls(type(error), error.kind, error.message, error.retry_after, error.body)
+
+    def error(self) -> SyncError:
+        return self.error_type(self.kind, self.message, retry_after=self.retry_after, body=self.body)
+
+
+@dataclass(frozen=True)
+class _Unchanged:
+    url: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Bug:
+    description: str
+
+
+Answer = Fetched | _Refusal | _Unchanged | _Bug
+
+
+class _Parent:
+    """The process's end of the pipe: calls to the parent's throttle or host health, done by the
+    thread that waits for this process. A message is a batch: what is only told waits for the next
+    message, unless it must be known at once (a slot or a write's cue left)."""
+
+    def __init__(self, pipe: Connection) -> None:
+        self.pipe = pipe
+        self.told: list[tuple[Any, ...]] = []
+
+    def call(self, *request: Any) -> Any:
+        self.send(request)
+        kind, value = self.pipe.recv()
+        if kind == "raise":
+            raise value.error()
+        return value
+
+    def tell(self, *request: Any, now: bool = False) -> None:
+        """A call whose answer nobody waits for: done in order, before anything asked after it."""
+        self.told.append(("tell", *request))
+        if now:
+            self.pipe.send(self.told)
+            self.told = []
+
+    def send(self, last: tuple[Any, ...]) -> None:
+        self.pipe.send([*self.told, last])
+        self.told = []
+
+    @contextlib.contextmanager
+    def entered(self, target: str, method: str, host: str) -> Iterator[None]:
+        """Leaving is told at once, not asked: the parent's throttle notes a slot freed or a write
+        ended a little after it happened, never before (so the spacing it keeps only grows)."""
+        self.call("enter", target, method, host)
+        try:
+            yield
+        finally:
+            self.tell("exit", now=True)
+
+
+class _ParentThrottle:
+    """The parent's throttle, seen from a worker process (``scrapers.http.Throttle``)."""
+
+    def __init__(self, parent: _Parent) -> None:
+        self.parent = parent
+
+    def slot(self, host: str) -> contextlib.AbstractContextManager[None]:
+        return self.parent.entered("throttle", "slot", host)
+
+    def sending(self, host: str) -> contextlib.AbstractContextManager[None]:
+        return self.parent.entered("throttle", "sending", host)
+
+    def wait_estimate(self, host: str) -> float:
+        return float(self.parent.call("call", "throttle", "wait_estimate", host))
+
+
+class _ParentHealth(HostHealth):
+    """The parent's host health, seen from a worker process: one count of timeouts per host for the run."""
+
+    def __init__(self, parent: _Parent) -> None:
+        super().__init__(0, 0.0)
+        self.parent = parent
+
+    def check(self, host: str, url: str) -> None:
+        """Told: a refusal answers the slot the client asks for next (``_Errands``)."""
+        self.parent.tell("call", "health", "check", host, url)
+
+    def answered(self, host: str) -> None:
+        self.parent.tell("call", "health", "answered", host)
+
+    def timed_out(self, host: str) -> None:
+        self.parent.tell("call", "health", "timed_out", host)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What a worker process inherits at the fork: the run's datasets, client and limits."""
+
+    entries: dict[str, CatalogueEntry]
+    http: HttpClient
+    limits: Limits
+    fetch_here: FetchHere
+
+
+def _serve(pipe: Connection, run: _Run) -> None:
+    """A worker process's loop: one dataset (its key, the validators to send) at a time until None.
+    Ctrl-C is the parent's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = _Parent(pipe)
+    own = run.http.with_politeness(_ParentThrottle(parent), _ParentHealth(parent))
+    with contextlib.suppress(EOFError, OSError):  # the parent is gone: nothing is left to answer
+        while (task := pipe.recv()) is not None:
+            key, validators = task
+            fetch = functools.partial(run.fetch_here, run.entries[key], own, run.limits, validators)
+            parent.send(("done", _answer(fetch)))
+
+
+def _answer(fetch: Callable[[], Fetched]) -> Answer:
+    try:
+        return fetch()
+    except NotModified as unchanged:
+        return _Unchanged(unchanged.url, unchanged.reason)
+    except SyncError as error:
+        return _Refusal.of(error)
+    except Exception as error:  # a bug: the thread reports it as the dataset's internal error
+        return _Bug(f"{type(error).__name__}: {error}")
+
+
+class _Errands:
+    """The parent's side of one dataset in a worker process: what the process asks of the throttle
+    and host health, done in the waiting thread; every slot or cue still held is left at the end.
+
+    A told errand that refuses (host health's ``check`` of a host given up) answers the process's
+    next question, which is the slot it asks for next: the request is refused where it would have
+    been, before any slot is taken, and the process waits for one answer per request less.
+    """
+
+    def __init__(self, targets: dict[str, Any]) -> None:
+        self.targets = targets
+        self.entered: list[contextlib.AbstractContextManager[None]] = []  # innermost last: a slot, its cue
+        self.refusal: SyncError | None = None
+
+    def until_done(self, pipe: Connection) -> Answer:
+        while True:
+            for request in pipe.recv():
+                told = request[0] == "tell"
+                kind, *details = request[1:] if told else request
+                if kind == "done":
+                    return _Refusal.of(self.refusal) if self.refusal else details[0]
+                if told:
+                    self.tell(kind, details)
+                else:
+                    pipe.send(self.ask(kind, details))
+
+    def tell(self, kind: str, details: list[Any]) -> None:
+        try:
+            self.run(kind, details)
+        except SyncError as error:
+            self.refusal = error
+
+    def ask(self, kind: str, details: list[Any]) -> tuple[str, Any]:
+        refusal, self.refusal = self.refusal, None
+        if refusal is None:
+            try:
+                return "ok", self.run(kind, details)
+            except SyncError as error:
+                refusal = error
+        return "raise", _Refusal.of(refusal)
+
+    def run(self, kind: str, details: list[Any]) -> Any:
+        if kind == "exit":
+            self.entered.pop().__exit__(None, None, None)
+            return None
+        target, method, *arguments = details
+        call = getattr(self.targets[target], method)
+        if kind == "call":
+            return call(*arguments)
+        entering = call(*arguments)
+        entering.__enter__()  # if entering fails, nothing is held
+        self.entered.append(entering)
+        return None
+
+    def leave_all(self) -> None:
+        """Leave what the process still holds (it died, or the thread stopped waiting), innermost first."""
+        while self.entered:
+            self.entered.pop().__exit__(None, None, None)
+
+
+class Fetchers:
+    """Forked worker processes, one dataset each at a time, over a pipe of their own.
+
+    Forked at the start of a run, before its threads exist, so a process inherits the imported
+    sources and parsers and no lock a thread holds. A plain ``os.fork``: the after-fork hooks
+    libraries register with ``multiprocessing`` (kombu closes its broker channels there, reading
+    from the parent's socket) must not run in a process that only fetches; it ends with
+    ``os._exit``, so nothing of the parent's (connections, atexit handlers) is finalised in it. A
+    process that dies fails the dataset it was on (transient, so it is retried) and its place is
+    taken by fetching in the calling thread.
+    """
+
+    def __init__(
+        self, processes: int, entries: list[CatalogueEntry], http: HttpClient, limits: Limits, fetch_here: FetchHere
+    ) -> None:
+        from multiprocessing.connection import Pipe  # only a CPU-bound run pays for this import
+
+        self._run = _Run({entry.key: entry for entry in entries}, http, limits, fetch_here)
+        self._targets = {"throttle": http.throttle, "health": http.host_health}
+        self.pids: list[int] = []
+        self._pipes: list[Connection] = []
+        self._free: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
+        for _ in range(processes):
+            mine, theirs = Pipe()
+            self.pids.append(self._fork(theirs))
+            theirs.close()
+            self._pipes.append(mine)
+            self._free.put(mine)
+
+    def _fork(self, pipe: Connection) -> int:
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:
+            for others in self._pipes:  # the earlier processes' pipes are the parent's alone
+                others.close()
+            _serve(pipe, self._run)
+            code = 0
+        finally:
+            os._exit(code)
+
+    @staticmethod
+    def offers(entry: CatalogueEntry) -> bool:
+        """Whether ``entry`` may be fetched in a worker process: not when it has credentials."""
+        return not SOURCES[entry.source].credential_variables(entry)
+
+    def takes(self, entry: CatalogueEntry) -> bool:
+        """Whether this run's processes fetch ``entry`` (one of the datasets they were forked with)."""
+        return self._run.entries.get(entry.key) == entry
+
+    def fetch(self, entry: CatalogueEntry, validators: Validators | None) -> Fetched:
+        """``fetch_here`` in a free worker process (in this thread once none is left)."""
+        run = self._run
+        pipe = self._free.get()
+        if pipe is None:
+            self._free.put(None)
+            return run.fetch_here(entry, run.http, run.limits, validators)
+        errands = _Errands(self._targets)
+        try:
+            pipe.send((entry.key, validators))
+            answer = errands.until_done(pipe)
+        except (EOFError, OSError):
+            self._free.put(None)
+            raise TransientError(
+                "fetcher_died", f"{entry.url}: the process fetching this page ended unexpectedly"
+            ) from None
+        except BaseException:
+            self._free.put(None)  # the process may be mid-dataset: it is not handed out again
+            raise
+        finally:
+            errands.leave_all()
+        self._free.put(pipe)
+        return _result(answer)
+
+    def close(self) -> None:
+        """Ask each process to end, and end any that does not."""
+        for pipe in self._pipes:
+            with contextlib.suppress(OSError):
+                pipe.send(None)
+            pipe.close()
+        for pid in self.pids:
+            _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    """Wait for a process asked to end; kill it after ``EXIT_SECONDS``."""
+    deadline = time.monotonic() + EXIT_SECONDS
+    with contextlib.suppress(ChildProcessError):  # already reaped
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.01)
+
+
+def _result(answer: Answer) -> Fetched:
+    if isinstance(answer, _Unchanged):
+        raise NotModified(answer.url, answer.reason)
+    if isinstance(answer, _Refusal):
+        raise answer.error()
+    if isinstance(answer, _Bug):
+        raise RuntimeError(f"in a fetching process: {answer.description}")
+    return answer
+
+
+def fetchers_for(
+    entries: Iterable[CatalogueEntry],
+    jobs: int,
+    host_limits: HostLimits,
+    http: HttpClient,
+    limits: Limits,
+    fetch_here: FetchHere,
+) -> Fetchers | None:
+    """Worker processes when they pay: several jobs, several cores, and hosts that allow a CPU-bound pace."""
+    cores = len(os.sched_getaffinity(0))
+    taken = [entry for entry in entries if Fetchers.offers(entry)]
+    allowed = sum(host_limits.for_host(host).per_second for host in {host_of(entry.url) for entry in taken})
+    if jobs < 2 or cores < 2 or len(taken) < 2 or allowed < CPU_BOUND_REQUESTS_PER_SECOND:
+        return None
+    return Fetchers(min(jobs, cores), taken, http, limits, fetch_here)
