@@ -1,15 +1,20 @@
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from models.db import get_engine
 from tests.sqlcount import counting
 
 
-def test_counts_statements_and_transactions_but_not_the_begin_hook(tmp_path: Path) -> None:
+def engine_with_table(tmp_path: Path, columns: str) -> Engine:
     engine = get_engine(f"sqlite:///{tmp_path / 'count.db'}")
     with engine.begin() as connection:
-        connection.execute(text("CREATE TABLE t (n INTEGER)"))
+        connection.execute(text(f"CREATE TABLE t ({columns})"))
+    return engine
+
+
+def test_counts_statements_and_transactions_but_not_the_begin_hook(tmp_path: Path) -> None:
+    engine = engine_with_table(tmp_path, "n INTEGER")
     with counting(engine) as count:
         with engine.begin() as connection:
             connection.execute(text("INSERT INTO t VALUES (1)"))
@@ -22,9 +27,7 @@ def test_counts_statements_and_transactions_but_not_the_begin_hook(tmp_path: Pat
 
 
 def test_a_with_statement_that_modifies_rows_is_a_writing_transaction_and_one_that_reads_is_not(tmp_path: Path) -> None:
-    engine = get_engine(f"sqlite:///{tmp_path / 'count.db'}")
-    with engine.begin() as connection:
-        connection.execute(text("CREATE TABLE t (n INTEGER, last_updated INTEGER)"))
+    engine = engine_with_table(tmp_path, "n INTEGER, last_updated INTEGER")
     with counting(engine) as count:
         with engine.begin() as connection:
             connection.execute(text("WITH m AS (SELECT 1 AS n) SELECT n, NULL AS last_updated FROM m"))

@@ -10,7 +10,6 @@ import sys
 import pytest
 import redis
 
-from tests.servers import RedisServer
 from worker import held
 from worker.settings import get_settings
 
@@ -28,15 +27,6 @@ with Connection(sys.argv[1]) as connection:
     print(message.delivery_tag, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 """
-
-
-@pytest.fixture
-def broker(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> redis.Redis:
-    monkeypatch.setenv("DATASYNC_BROKER_URL", redis_server.url())
-    get_settings.cache_clear()
-    client = redis.Redis.from_url(redis_server.url())
-    client.flushall()
-    return client
 
 
 @pytest.fixture

@@ -5,20 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.servers import RedisServer
 from worker import pending
 from worker.settings import get_settings
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def broker(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> redis.Redis:
-    monkeypatch.setenv("DATASYNC_BROKER_URL", redis_server.url())
-    get_settings.cache_clear()
-    client = redis.Redis.from_url(redis_server.url())
-    client.flushall()
-    return client
 
 
 def ttl_of(broker: redis.Redis, key: str) -> int:
