@@ -359,9 +359,17 @@ def fetchers_for(
     fetch_here: FetchHere,
 ) -> Fetchers | None:
     """Worker processes when they pay: several jobs, several cores, and hosts that allow a CPU-bound pace."""
-    cores = len(os.sched_getaffinity(0))
+    cores = _usable_cores()
+    if jobs < 2 or cores < 2:
+        return None  # decided before the catalogue is walked: the usual ``--jobs 1`` run pays nothing
     taken = [entry for entry in entries if Fetchers.offers(entry)]
     allowed = sum(host_limits.for_host(host).per_second for host in {host_of(entry.url) for entry in taken})
-    if jobs < 2 or cores < 2 or len(taken) < 2 or allowed < CPU_BOUND_REQUESTS_PER_SECOND:
+    if len(taken) < 2 or allowed < CPU_BOUND_REQUESTS_PER_SECOND:
         return None
     return Fetchers(min(jobs, cores), taken, http, limits, fetch_here)
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its affinity, where the OS tells it: Linux), else all of them."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
