@@ -237,9 +237,17 @@ def _sync_routes(app: FastAPI, s: Services) -> None:
         """Every sync attempt, newest first; filter by dataset, status and start time (``2h``, ISO)."""
         require_key(caller)
         try:
-            moment = parse_since(since, s.clock()) if since else None
+            now = s.clock()
+            moment = parse_since(since, now) if since else None
             total, rows = list_runs(
-                s.reader.sessions, dataset, status, moment, limit=page_size, offset=(page - 1) * page_size
+                s.reader.sessions,
+                dataset,
+                status,
+                moment,
+                limit=page_size,
+                offset=(page - 1) * page_size,
+                now=now,
+                settings=s.settings,
             )
         except RunQueryError as exc:
             raise HTTPException(400, str(exc)) from exc

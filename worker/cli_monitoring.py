@@ -208,7 +208,13 @@ def runs(
     now = utcnow()
     try:
         total, rows = list_runs(
-            session_factory(settings.database_url), key, status, parse_since(since, now) if since else None, limit
+            session_factory(settings.database_url),
+            key,
+            status,
+            parse_since(since, now) if since else None,
+            limit,
+            now=now,
+            settings=settings,
         )
     except RunQueryError as exc:
         raise cli.fail(str(exc)) from exc

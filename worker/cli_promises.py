@@ -5,8 +5,9 @@ lease, so nothing outlives a killed ``datasync sync`` to keep its promise. A ``c
 is broken once its process is known dead (``sync_runs.worker`` names this host and a pid that is
 not running) or once its retry is long overdue (DATASYNC_SYNC_RETRY_MAX_SECONDS, the longest wait,
 plus ``OVERDUE_MARGIN_SECONDS`` for a free thread and host). Beat's scan clears broken promises in
-the store (``close_broken``); ``status`` reads them as broken (``broken``) when no beat runs. The
-dataset is then what it is after a failure: due again after the failure pause.
+the store (``close_broken``); every reader of a run (``status``, ``runs``, the HTTP API) reads them as
+broken through ``run_log.run_json`` (``still_promised``) when no beat runs. The dataset is then what it
+is after a failure: due again after the failure pause.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def broken(run: SyncRun, now: datetime, settings: Settings) -> bool:
         return False
     overdue = run.finished_at + timedelta(seconds=settings.sync_retry_max_seconds + OVERDUE_MARGIN_SECONDS)
     return now > overdue or holder_gone(run.worker)
+
+
+def still_promised(run: SyncRun, now: datetime, settings: Settings) -> bool:
+    """Whether ``run`` promises a retry that may still come: what operators are shown as ``will_retry``."""
+    return bool(run.will_retry) and not broken(run, now, settings)
 
 
 def holder_gone(worker: str | None) -> bool:

@@ -10,7 +10,9 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.schema import RUN_STATUSES, SyncRun
+from worker import cli_promises
 from worker.health import iso
+from worker.settings import Settings
 
 RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -39,8 +41,11 @@ def list_runs(
     since: datetime | None = None,
     limit: int = 50,
     offset: int = 0,
+    *,
+    now: datetime,
+    settings: Settings,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """(total matching, one page of runs newest first)."""
+    """(total matching, one page of runs newest first), each as ``run_json`` reads it at ``now``."""
     if status is not None and status not in RUN_STATUSES:
         raise RunQueryError(f"status {status!r}: expected one of {', '.join(RUN_STATUSES)}")
     conditions = []
@@ -55,10 +60,11 @@ def list_runs(
         runs = session.scalars(
             select(SyncRun).where(*conditions).order_by(SyncRun.id.desc()).limit(limit).offset(offset)
         )
-        return total, [run_json(run) for run in runs]
+        return total, [run_json(run, now, settings) for run in runs]
 
 
-def run_json(run: SyncRun) -> dict[str, Any]:
+def run_json(run: SyncRun, now: datetime, settings: Settings) -> dict[str, Any]:
+    """One run for operators; a retry promised by a ``datasync sync`` that is gone reads as none (``cli_promises``)."""
     return {
         "id": run.id,
         "dataset": run.dataset_key,
@@ -76,7 +82,7 @@ def run_json(run: SyncRun) -> dict[str, Any]:
         "version_after": run.version_after,
         "error_kind": run.error_kind,
         "error": run.error_message,
-        "will_retry": run.will_retry,
+        "will_retry": cli_promises.still_promised(run, now, settings),
         "worker": run.worker,
         "bytes_fetched": run.bytes_fetched,
     }

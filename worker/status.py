@@ -20,7 +20,6 @@ from models.db import reading
 from models.schema import SyncRun, SyncState
 from models.types import utcnow
 from publisher.publish import publications_with_errors
-from worker import cli_promises
 from worker.catalogue import Catalogue, CatalogueEntry
 from worker.health import assess, iso, last_runs
 from worker.pipeline import is_due
@@ -150,10 +149,7 @@ def _rows(
 
 
 def _last_run(run: SyncRun | None, now: datetime, settings: Settings) -> dict[str, Any] | None:
-    """The newest run, promising no retry a gone ``datasync sync`` can no longer make (``cli_promises``)."""
-    if run is None:
-        return None
-    return run_json(run) | ({"will_retry": False} if cli_promises.broken(run, now, settings) else {})
+    return None if run is None else run_json(run, now, settings)
 
 
 def _held_change(dataset: StoredDataset | None, state: SyncState | None) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""A `datasync sync` SIGKILLed while it waits out a retry: its promise is read as broken, then closed by the scan."""
+"""A `datasync sync` SIGKILLed while it waits out a retry: its promise is read as broken (by `status`, `runs`
+and the runs API alike), then closed by the scan."""
 
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from api.app import create_app
 from models.schema import SyncRun
 from models.types import utcnow
+from tests.api.conftest import ApiServer
 from tests.upstream import Scripted, Upstream
 from tests.worker.celery_harness import write_catalogue
 from worker import cli_promises, tasks
+from worker.apikeys import create_key
+from worker.catalogue import load_catalogue
 from worker.settings import Settings, get_settings
 
 KEY = "nhs_england_regions"
@@ -46,13 +52,32 @@ def runs(sessions) -> list[SyncRun]:
         return list(session.scalars(select(SyncRun).where(SyncRun.dataset_key == KEY).order_by(SyncRun.id)))
 
 
-def promised_in_status(env: dict[str, str]) -> bool:
+def datasync_json(env: dict[str, str], *args: str) -> Any:
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "status", "--json"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "worker.cli", *args, "--json"], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    [row] = [row for row in json.loads(done.stdout) if row["key"] == KEY]
-    return bool(row["last_run"]["will_retry"])
+    return json.loads(done.stdout)
+
+
+def promises(env: dict[str, str], api: ApiServer, key: str) -> dict[str, bool]:
+    """``will_retry`` of the newest run as each reader shows it: `status`, `runs` and the runs API."""
+    [row] = [row for row in datasync_json(env, "status") if row["key"] == KEY]
+    listed = api.get(f"/api/sync/runs?dataset={KEY}", key)
+    assert listed.status_code == 200, listed.text
+    return {
+        "status": row["last_run"]["will_retry"],
+        "runs": datasync_json(env, "runs", KEY)[0]["will_retry"],
+        "api": listed.json()["results"][0]["will_retry"],
+    }
+
+
+@pytest.fixture
+def api(cli_env: dict[str, str], settings: Settings, sessions) -> Iterator[tuple[ApiServer, str]]:
+    """The runs HTTP API over the same store, and a viewer's key to read it with."""
+    _, key = create_key(sessions, "viewer", "viewer", None, utcnow())
+    with ApiServer(create_app(settings, load_catalogue(Path(cli_env["DATASYNC_CATALOGUE"])))) as server:
+        yield server, key
 
 
 def scan_closes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,7 +86,7 @@ def scan_closes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_killed_datasync_sync_leaves_no_retry_promised(
-    cli_env: dict[str, str], upstream: Upstream, sessions, monkeypatch: pytest.MonkeyPatch
+    cli_env: dict[str, str], upstream: Upstream, sessions, api: tuple[ApiServer, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     upstream.fault = lambda path: Scripted(503)
     env = {**cli_env, "DATASYNC_RETRY_BACKOFF_SECONDS": "600"}  # the wait: 15-30 s (DATASYNC_SYNC_RETRY_MAX_SECONDS)
@@ -73,13 +98,13 @@ def test_a_killed_datasync_sync_leaves_no_retry_promised(
         while not [r for r in runs(sessions) if r.status == "failed" and r.will_retry]:
             assert sync.poll() is None and time.monotonic() < deadline, "no failed attempt promising a retry"
             time.sleep(0.2)
-        assert promised_in_status(cli_env)  # alive and waiting: the promise stands
+        assert promises(cli_env, *api) == {"status": True, "runs": True, "api": True}  # alive, waiting: it stands
         scan_closes(monkeypatch)
         assert [(r.status, r.will_retry) for r in runs(sessions)] == [("failed", True)]
     finally:
         os.kill(sync.pid, signal.SIGKILL)
         sync.wait(30)
-    assert not promised_in_status(cli_env)  # read as broken at once: no beat has to run
+    assert promises(cli_env, *api) == {"status": False, "runs": False, "api": False}  # broken at once, without beat
     assert [r.will_retry for r in runs(sessions)] == [True]
     scan_closes(monkeypatch)
     [run] = runs(sessions)
