@@ -182,14 +182,14 @@ def _retry_awaited(sessions: sessionmaker[Session], key: str, attempt: int) -> b
 @app.task(name="datasync.sync_due")
 def sync_due_task() -> list[str]:
     """Enqueue every due dataset, and retry every sync whose worker died (its lease ran out) or
-    whose queued retry was lost with its worker (``pending``); hand back the messages a dead
-    worker held (``held``: a manual re-sync among them has nothing else to bring it back).
+    whose queued retry was lost with its worker (``pending``); hand back the messages no live
+    worker holds (``held``: a manual re-sync among them has nothing else to bring it back).
 
     Runs every beat interval, so a killed worker's datasets come back within one lease period
     plus one interval, whatever became of their messages.
     """
     ctx, catalogue = process_context()
-    held.restore_dead_workers_messages(app)
+    held.hand_back_lost_messages(app)
     requeued = _requeue_abandoned(ctx, catalogue)
     now = utcnow()
     if closed := cli_promises.close_broken(ctx.sessions, now, ctx.settings):
