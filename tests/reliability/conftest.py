@@ -108,6 +108,26 @@ def fleet(pg_url: str, redis_server: RedisServer, upstream: Upstream, tmp_path: 
     processes.stop()
 
 
+@pytest.fixture
+def shipped_fleet(
+    pg_url: str, redis_server: RedisServer, upstream: Upstream, tmp_path: Path
+) -> Iterator[CeleryProcesses]:
+    """Workers and beat with every timer as shipped: only the store, broker, catalogue and upstream are set."""
+    redis.Redis.from_url(redis_server.url()).flushall()
+    catalogue = write_catalogue(tmp_path / "catalogue.toml", shipped_keys(4))
+    processes = CeleryProcesses(
+        {
+            "DATASYNC_DATABASE_URL": pg_url,
+            "DATASYNC_BROKER_URL": redis_server.url(),
+            "DATASYNC_CATALOGUE": str(catalogue),
+            "DATASYNC_URL_REWRITES": upstream.rewrites(),
+        },
+        tmp_path,
+    )
+    yield processes
+    processes.stop()
+
+
 def runs_of(store_url: str) -> list[SyncRun]:
     with session_factory(store_url)() as session:
         return list(session.scalars(select(SyncRun).order_by(SyncRun.id)))

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,26 +53,6 @@ class Holding:
         self.held.append(path)
         self.released.wait(HOLD_SECONDS)
         return None
-
-
-@pytest.fixture
-def shipped_fleet(
-    pg_url: str, redis_server: RedisServer, upstream: Upstream, tmp_path: Path
-) -> Iterator[CeleryProcesses]:
-    """Workers and beat with every timer as shipped: only the store, broker, catalogue and upstream are set."""
-    redis.Redis.from_url(redis_server.url()).flushall()
-    catalogue = write_catalogue(tmp_path / "catalogue.toml", shipped_keys(4))
-    processes = CeleryProcesses(
-        {
-            "DATASYNC_DATABASE_URL": pg_url,
-            "DATASYNC_BROKER_URL": redis_server.url(),
-            "DATASYNC_CATALOGUE": str(catalogue),
-            "DATASYNC_URL_REWRITES": upstream.rewrites(),
-        },
-        tmp_path,
-    )
-    yield processes
-    processes.stop()
 
 
 @pytest.mark.parametrize("victim", ["pool process", "whole worker"])
