@@ -108,8 +108,8 @@ def _hand_back_lost(app: Celery, client: redis.Redis) -> int:
         lost = {tag: worker for tag, worker in holders.items() if worker not in alive}
         handed = [tag for tag in lost if _hand_back(channel, client, tag)]
     if handed:
-        gone = sorted({lost[tag] or "unrecorded" for tag in handed})
-        log.warning("%d unacknowledged message(s) of %s back on the queue", len(handed), ", ".join(gone))
+        gone = ", ".join(sorted({lost[tag] or "nobody (killed before recording it)" for tag in handed}))
+        log.warning("%d unacknowledged message(s) back on the queue, held by %s", len(handed), gone)
     return len(handed)
 
 
