@@ -175,8 +175,10 @@ def test_with_shipped_timers_a_retry_lost_with_its_worker_runs_within_two_minute
     chain = chain_of(pg_url, failing)
     results.update(recovery_seconds=recovery, chain=[(r.status, r.attempt, r.will_retry, r.error_kind) for r in chain])
     assert max(recovery.values()) <= TARGET, recovery
-    assert [(r.status, r.attempt, r.will_retry) for r in chain[:2]] == [("failed", 1, True), ("created", 2, False)]
-    assert {r.status for r in chain[2:]} <= {"skipped"}  # a second delivery of the retry (if any) changed nothing
+    # A second delivery (the retry's, or the first attempt's when the kill came before its acknowledgement) is a
+    # skipped run wherever it falls in the chain, and changed nothing.
+    synced = [(r.status, r.attempt, r.will_retry) for r in chain if r.status != "skipped"]
+    assert synced == [("failed", 1, True), ("created", 2, False)], chain
     assert_versions_consistent(pg_url)
 
 
