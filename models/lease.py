@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BindParameter,
+    Connection,
     CursorResult,
     Insert,
     Select,
@@ -79,8 +80,22 @@ class Taken:
 def take(
     session: Session, key: str, owner: str, ttl_seconds: float, now: datetime, run: Mapping[str, Any] | None = None
 ) -> Taken | None:
-    """Take the lease on ``key`` in the caller's transaction: the state row (created if missing) as
-    it now is, or None while another owner holds a live lease.
+    """``take_on`` in the session's transaction (operator actions, tests)."""
+    return take_on(session.connection(), table_of(session), key, owner, ttl_seconds, now, run)
+
+
+def take_on(
+    connection: Connection,
+    datasets: DatasetTable,
+    key: str,
+    owner: str,
+    ttl_seconds: float,
+    now: datetime,
+    run: Mapping[str, Any] | None = None,
+) -> Taken | None:
+    """Take the lease on ``key`` in the connection's transaction: the state row (created if missing) as
+    it now is, or None while another owner holds a live lease. A sync's start calls it on a Core
+    connection, without an ORM session: no unit of work or identity map for a statement that needs none.
 
     One upsert does it (``ON CONFLICT ... DO UPDATE ... WHERE`` the lease is free, ours or expired,
     ``RETURNING`` the row, whether the dataset row exists and whether a run is left 'running'), so
@@ -90,8 +105,7 @@ def take(
     detached: a record of the row, not a handle to change it.
     """
     values = {"key": key, "owner": owner, "expires": now + timedelta(seconds=ttl_seconds), "now": now}
-    dialect, datasets = session.get_bind().dialect.name, table_of(session)
-    connection = session.connection()  # Core on the session's connection: no ORM bookkeeping per statement
+    dialect = connection.dialect.name
     if run is not None and dialect == "postgresql":
         running = {f"run_{name}": value for name, value in run.items()}
         row = connection.execute(_taking_and_starting(datasets, tuple(run)), values | running).first()

@@ -6,15 +6,29 @@ import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Subquery, Update, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    Subquery,
+    Update,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import lease
-from models.datasets import DatasetTable, table_of
+from models.datasets import DatasetTable, table_of_factory
+from models.db import connection_of, engine_of
 from models.lease import RUNS, STATES
 from models.schema import DatasetVersion, SyncRun, SyncState
 from models.types import utcnow
-from models.upsert import Snapshot, load_dataset, load_syncable, stamp_verified, stamping_cte
+from models.upsert import Snapshot, load_dataset, stamp_verified, stamping_cte
 from worker.outcome import SyncOutcome
 
 PRUNE_BATCH = 5_000
@@ -74,9 +88,12 @@ def start_run(
         return add_running(session, key, trigger, worker, now, attempt)
 
 
-def add_running(session: Session, key: str, trigger: str, worker: str, now: datetime, attempt: int = 1) -> int:
+def add_running(
+    executor: Session | Connection, key: str, trigger: str, worker: str, now: datetime, attempt: int = 1
+) -> int:
     """``start_run`` in the caller's transaction (a sync's start transaction, which commits at once)."""
-    run_id: int = session.connection().execute(_ADD_RUN, running_row(key, trigger, worker, now, attempt)).scalar_one()
+    row = running_row(key, trigger, worker, now, attempt)
+    run_id: int = connection_of(executor).execute(_ADD_RUN, row).scalar_one()
     return run_id
 
 
@@ -142,7 +159,7 @@ def add_skip(
 
 
 def finish_run(
-    session: Session,
+    executor: Session | Connection,
     run_id: int,
     outcome: SyncOutcome,
     started: datetime,
@@ -151,7 +168,7 @@ def finish_run(
     options_before: int | None,
     options_after: int | None = None,
 ) -> None:
-    """Close the run row: one UPDATE by id, without reading the row back first (Core, on the session's
+    """Close the run row: one UPDATE by id, without reading the row back first (Core, on the transaction's
     connection: the hot statements skip the ORM's per-statement bookkeeping)."""
     finished = _finished(outcome, started, now)
     sizes = {
@@ -159,7 +176,7 @@ def finish_run(
         "options_after": outcome.options if options_after is None else options_after,
     }
     finished.update(sizes, version_after=outcome.version)
-    session.connection().execute(_FINISH_RUN, {"run_id": run_id, **finished})
+    connection_of(executor).execute(_FINISH_RUN, {"run_id": run_id, **finished})
 
 
 def _finished(outcome: SyncOutcome, started: datetime, now: datetime) -> dict[str, Any]:
@@ -182,29 +199,50 @@ def _finished(outcome: SyncOutcome, started: datetime, now: datetime) -> dict[st
 
 
 def finish_unchanged(
-    session: Session, key: str, stamp_field: str, run: int, owner: str, started: datetime, reason: str
+    sessions: sessionmaker[Session], key: str, stamp_field: str, run: int, owner: str, started: datetime, reason: str
 ) -> SyncOutcome:
     """A 304's end transaction: move the stamp (``stamp_verified``), close the run as unchanged and
-    record it in the state row, freeing the lease. On PostgreSQL that is one statement, two round trips
-    fewer, whose commit does not wait for the WAL flush (``_NO_FLUSH_WAIT``); SQLite has no round trips
-    to save and runs the three statements."""
+    record it in the state row, freeing the lease. On PostgreSQL that is one statement on a Core
+    connection in autocommit (``_end_unchanged_at_once``); SQLite, which has no round trips to save, and
+    a row the statement found nothing to stamp on, run the three statements in a session's transaction."""
     now, outcome = utcnow(), SyncOutcome(key, "unchanged", run_id=run, warnings=(reason,), bytes_fetched=0)
-    recorded = _recorded("unchanged", now)
-    if session.get_bind().dialect.name == "postgresql":
-        finished = {f"run_{name}": value for name, value in _finished(outcome, started, now).items()}
-        ending = _ending_unchanged(table_of(session), stamp_field)
-        values = {"dataset": key, "now": now, "run_id": run, "state_key": key, "lease_holder": owner}
-        outcome.version, outcome.options, _ = (
-            session.connection().execute(ending, {**values, **finished, **recorded}).one()
-        )
-        if outcome.version is None:
-            load_syncable(session, key)  # refuses a row people own by name, as ``stamp_verified`` does
+    engine = engine_of(sessions)
+    if engine.dialect.name == "postgresql" and _end_unchanged_at_once(
+        engine, table_of_factory(sessions), stamp_field, owner, started, now, outcome
+    ):
         return outcome
-    verified = stamp_verified(session, key, stamp_field, now)
-    outcome.version, outcome.options = (verified.version, verified.options) if verified else (None, None)
-    finish_run(session, run, outcome, started, now, options_before=outcome.options)
-    finish_state(session, key, owner, "unchanged", now)
+    with sessions.begin() as session:
+        verified = stamp_verified(session, key, stamp_field, now)
+        outcome.version, outcome.options = (verified.version, verified.options) if verified else (None, None)
+        finish_run(session, run, outcome, started, now, options_before=outcome.options)
+        finish_state(session, key, owner, "unchanged", now)
     return outcome
+
+
+def _end_unchanged_at_once(
+    engine: Engine,
+    datasets: DatasetTable,
+    stamp_field: str,
+    owner: str,
+    started: datetime,
+    now: datetime,
+    outcome: SyncOutcome,
+) -> bool:
+    """``finish_unchanged`` as one statement, its own transaction (autocommit: no ``BEGIN`` and ``COMMIT``
+    round trips), setting the outcome's version and size; False, with nothing written, when no row was
+    stamped (the row is gone or people's: the caller's transaction reads it and says which)."""
+    finished = {f"run_{name}": value for name, value in _finished(outcome, started, now).items()}
+    key, run = outcome.key, outcome.run_id
+    values = {"dataset": key, "now": now, "run_id": run, "state_key": key, "lease_holder": owner}
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        with connection.begin():
+            ending = _ending_unchanged(datasets, stamp_field)
+            row = connection.execute(ending, {**values, **finished, **_recorded("unchanged", now)}).first()
+    if row is None:
+        return False
+    outcome.version, outcome.options, _ = row
+    return True
 
 
 # A 304's end writes no list (the stamp, the run's close, the state and the lease), so on PostgreSQL its
@@ -221,21 +259,23 @@ _NO_FLUSH_WAIT = func.set_config("synchronous_commit", "off", True)
 def _ending_unchanged(table: DatasetTable, stamp_field: str) -> Update:
     """``finish_unchanged`` on PostgreSQL: ``WITH stamped AS (UPDATE <datasets> ... RETURNING version,
     codes), finished AS (UPDATE sync_runs ...) UPDATE sync_state ... RETURNING`` the stamped version
-    and code count (NULL when no row was stamped), and sets ``_NO_FLUSH_WAIT``. All three see one
-    snapshot and commit together."""
+    and code count, and sets ``_NO_FLUSH_WAIT``. All three see one snapshot and commit together; the
+    run and the state are written only if the row was stamped, so a row not stamped returns nothing."""
     stamped = stamping_cte(table, stamp_field)
+    was_stamped = exists(stamped.select())
     version, codes = select(stamped.c.version).scalar_subquery(), select(stamped.c.codes).scalar_subquery()
     from_the_stamp = {"version_after": version, "options_before": codes, "options_after": codes}
     now = utcnow()  # any time: only the names of the columns are taken
     run_columns, state_columns = _finished(SyncOutcome("", "unchanged"), now, now), _recorded("unchanged", now)
     finished = (
         update(RUNS)
-        .where(RUNS.c.id == bindparam("run_id"))
+        .where(RUNS.c.id == bindparam("run_id"), was_stamped)
         .values({name: bindparam(f"run_{name}", type_=RUNS.c[name].type) for name in run_columns} | from_the_stamp)
         .cte("finished")
     )
     state = {name: bindparam(name, type_=STATES.c[name].type) for name in state_columns}
-    return _FINISH_STATE.values(state).add_cte(stamped).add_cte(finished).returning(version, codes, _NO_FLUSH_WAIT)
+    ending = _FINISH_STATE.where(was_stamped).values(state).add_cte(stamped).add_cte(finished)
+    return ending.returning(version, codes, _NO_FLUSH_WAIT)
 
 
 def _recorded(status: str, now: datetime) -> dict[str, Any]:
@@ -246,12 +286,14 @@ def _recorded(status: str, now: datetime) -> dict[str, Any]:
     return recorded
 
 
-def finish_state(session: Session, key: str, owner: str, status: str, now: datetime, **values: Any) -> None:
+def finish_state(
+    executor: Session | Connection, key: str, owner: str, status: str, now: datetime, **values: Any
+) -> None:
     """Record the attempt in the state row and free ``owner``'s lease: one UPDATE, the sync's last
     statement on ``sync_state``. ``values`` are further columns to set (validators, a hold)."""
     recorded = _recorded(status, now)
     statement = _FINISH_FAILED_STATE if status == "failed" else _FINISH_STATE
-    session.connection().execute(statement, {"state_key": key, "lease_holder": owner, **recorded, **values})
+    connection_of(executor).execute(statement, {"state_key": key, "lease_holder": owner, **recorded, **values})
 
 
 def hold_values(snapshot: Snapshot, reason: str, now: datetime) -> dict[str, Any]:
