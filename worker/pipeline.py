@@ -31,7 +31,7 @@ from models.upsert import (
     write_dataset,
 )
 from scrapers import SOURCES
-from scrapers.errors import PermanentError, SyncError, redact
+from scrapers.errors import PermanentError, SyncError, TransientError, redact
 from scrapers.http import HttpClient, NotModified, Validators
 from scrapers.normalise import Limits, OptionList, normalise
 from worker import webhooks
@@ -248,10 +248,15 @@ def _store(
             run_id=sync.run_id,
             bytes_fetched=fetched,
         )
-        finish_run(session, sync.run_id, outcome, sync.started, now, options_before=result.options_before)
+        before = result.options_before
+        if not finish_run(session, sync.run_id, outcome, sync.started, now, options_before=before, worker=sync.owner):
+            raise TransientError("abandoned", _START_LOST)  # rolls the write back: see ``finish_run``
         kept = {"etag": validators.etag, "last_modified": validators.last_modified, "source_token": validators.token}
         finish_state(session, entry.key, sync.owner, result.status, now, **kept, rejected_hash=None, **NO_HOLD)
     return outcome
+
+
+_START_LOST = "the store lost this sync's start (a database crash during the sync); nothing was written"
 
 
 # What an operator rejected is read again at the end: a review may have happened during the fetch.
@@ -293,7 +298,8 @@ def _record_refusal(
         run_id=sync.run_id,
         bytes_fetched=fetched,
     )
-    finish_run(session, sync.run_id, outcome, sync.started, now, options_before=len(current.options))
+    before = len(current.options)
+    finish_run(session, sync.run_id, outcome, sync.started, now, options_before=before, worker=sync.owner)
     held = hold_values(snapshot, reason, now) if kind == "held" else {}
     finish_state(session, current.key, sync.owner, kind, now, **held)
     return outcome
@@ -331,7 +337,16 @@ def _store_failure(
         current = load_dataset(session, entry.key)
         outcome.version = current.version if current else None
         before = len(current.options) if current else None
-        finish_run(session, sync.run_id, outcome, sync.started, now, options_before=before, options_after=before)
+        finish_run(
+            session,
+            sync.run_id,
+            outcome,
+            sync.started,
+            now,
+            options_before=before,
+            options_after=before,
+            worker=sync.owner,
+        )
         finish_state(session, entry.key, sync.owner, "failed", now)
     log.warning("sync of %s failed (%s): %s", entry.key, kind, message)
     return outcome

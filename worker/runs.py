@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
+    CursorResult,
     Engine,
     String,
     Subquery,
@@ -35,6 +36,8 @@ PRUNE_BATCH = 5_000
 # Built once, as every sync runs them: the columns to set come with the parameters.
 _ADD_RUN = insert(RUNS).returning(RUNS.c.id)
 _FINISH_RUN = update(RUNS).where(RUNS.c.id == bindparam("run_id"))
+# A sync closes its run only while the row is still its own: see ``finish_run``.
+_FINISH_OWN_RUN = _FINISH_RUN.where(RUNS.c.worker == bindparam("run_worker", type_=String()))
 _FINISH_STATE = (
     update(STATES)
     .where(STATES.c.dataset_key == bindparam("state_key"))
@@ -105,7 +108,7 @@ def running_row(key: str, trigger: str, worker: str, now: datetime, attempt: int
         "status": "running",
         "started_at": now,
         "attempt": attempt,
-        "worker": worker[:255],
+        "worker": own_name(worker),
     }
 
 
@@ -167,16 +170,27 @@ def finish_run(
     *,
     options_before: int | None,
     options_after: int | None = None,
-) -> None:
+    worker: str | None = None,
+) -> bool:
     """Close the run row: one UPDATE by id, without reading the row back first (Core, on the transaction's
-    connection: the hot statements skip the ORM's per-statement bookkeeping)."""
+    connection: the hot statements skip the ORM's per-statement bookkeeping). Given ``worker`` (a sync's
+    lease owner, who started the run), only while the row is still that worker's; False when no row was
+    closed. A PostgreSQL crash may lose a sync's start (its commit does not wait for the WAL flush) and
+    give its id to another run: the sync must then not close that run (docs/architecture.md)."""
     finished = _finished(outcome, started, now)
     sizes = {
         "options_before": options_before,
         "options_after": outcome.options if options_after is None else options_after,
     }
     finished.update(sizes, version_after=outcome.version)
-    connection_of(executor).execute(_FINISH_RUN, {"run_id": run_id, **finished})
+    statement, owner = (_FINISH_RUN, {}) if worker is None else (_FINISH_OWN_RUN, {"run_worker": own_name(worker)})
+    result = connection_of(executor).execute(statement, {"run_id": run_id, **owner, **finished})
+    return cast(CursorResult[Any], result).rowcount == 1
+
+
+def own_name(worker: str) -> str:
+    """A worker's name as its runs record it (``sync_runs.worker``)."""
+    return worker[:255]
 
 
 def _finished(outcome: SyncOutcome, started: datetime, now: datetime) -> dict[str, Any]:
@@ -214,7 +228,7 @@ def finish_unchanged(
     with sessions.begin() as session:
         verified = stamp_verified(session, key, stamp_field, now)
         outcome.version, outcome.options = (verified.version, verified.options) if verified else (None, None)
-        finish_run(session, run, outcome, started, now, options_before=outcome.options)
+        finish_run(session, run, outcome, started, now, options_before=outcome.options, worker=owner)
         finish_state(session, key, owner, "unchanged", now)
     return outcome
 
@@ -233,7 +247,8 @@ def _end_unchanged_at_once(
     stamped (the row is gone or people's: the caller's transaction reads it and says which)."""
     finished = {f"run_{name}": value for name, value in _finished(outcome, started, now).items()}
     key, run = outcome.key, outcome.run_id
-    values = {"dataset": key, "now": now, "run_id": run, "state_key": key, "lease_holder": owner}
+    values = {"dataset": key, "now": now, "run_id": run, "run_worker": own_name(owner), "state_key": key}
+    values["lease_holder"] = owner
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT")
         with connection.begin():
@@ -245,21 +260,11 @@ def _end_unchanged_at_once(
     return True
 
 
-# A 304's end writes no list (the stamp, the run's close, the state and the lease), so on PostgreSQL its
-# commit returns without waiting for the WAL to reach the disk, for that transaction only: it is still
-# all or nothing and seen by every session at once. Only a server crash within a moment of it (three
-# ``wal_writer_delay``s, 0.6 s by default) can lose it, whole: the store is then as a worker killed
-# mid-sync leaves it (the run 'running', the lease running out within one TTL, the scan closing the
-# run as abandoned) and the next sync asks the upstream again. Commits that write data wait, as ever.
-# Set inside the statement (``SET LOCAL`` as a function, answered in its RETURNING): no round trip of its own.
-_NO_FLUSH_WAIT = func.set_config("synchronous_commit", "off", True)
-
-
 @functools.cache
 def _ending_unchanged(table: DatasetTable, stamp_field: str) -> Update:
     """``finish_unchanged`` on PostgreSQL: ``WITH stamped AS (UPDATE <datasets> ... RETURNING version,
     codes), finished AS (UPDATE sync_runs ...) UPDATE sync_state ... RETURNING`` the stamped version
-    and code count, and sets ``_NO_FLUSH_WAIT``. All three see one snapshot and commit together; the
+    and code count, and sets ``lease.NO_FLUSH_WAIT``. All three see one snapshot and commit together; the
     run and the state are written only if the row was stamped, so a row not stamped returns nothing."""
     stamped = stamping_cte(table, stamp_field)
     was_stamped = exists(stamped.select())
@@ -269,13 +274,13 @@ def _ending_unchanged(table: DatasetTable, stamp_field: str) -> Update:
     run_columns, state_columns = _finished(SyncOutcome("", "unchanged"), now, now), _recorded("unchanged", now)
     finished = (
         update(RUNS)
-        .where(RUNS.c.id == bindparam("run_id"), was_stamped)
+        .where(RUNS.c.id == bindparam("run_id"), RUNS.c.worker == bindparam("run_worker", type_=String()), was_stamped)
         .values({name: bindparam(f"run_{name}", type_=RUNS.c[name].type) for name in run_columns} | from_the_stamp)
         .cte("finished")
     )
     state = {name: bindparam(name, type_=STATES.c[name].type) for name in state_columns}
     ending = _FINISH_STATE.where(was_stamped).values(state).add_cte(stamped).add_cte(finished)
-    return ending.returning(version, codes, _NO_FLUSH_WAIT)
+    return ending.returning(version, codes, lease.NO_FLUSH_WAIT)
 
 
 def _recorded(status: str, now: datetime) -> dict[str, Any]:

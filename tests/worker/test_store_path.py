@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from models.schema import Dataset, DatasetVersion, SyncRun, SyncState
 from tests.conftest import expected_result
 from tests.sqlcount import SqlCount, counting
 from tests.upstream import Scripted, Upstream
+from worker import pipeline
 from worker.catalogue import Catalogue, CatalogueEntry
 from worker.context import SyncContext
 from worker.outcome import SyncOutcome
@@ -145,7 +147,7 @@ def show_synchronous_commit(ctx: SyncContext) -> str:
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
-def test_on_postgresql_only_an_unchanged_end_commits_without_waiting_for_the_wal(
+def test_on_postgresql_only_the_start_and_an_unchanged_end_commit_without_waiting_for_the_wal(
     ctx: SyncContext, entry: CatalogueEntry, upstream: Upstream
 ) -> None:
     with commits_waiting_for_the_wal(ctx) as created:
@@ -156,7 +158,10 @@ def test_on_postgresql_only_an_unchanged_end_commits_without_waiting_for_the_wal
     upstream.set_body(entry.url, body)
     with commits_waiting_for_the_wal(ctx) as updated:
         assert sync_dataset(entry, ctx, force=True).status == "updated"
-    assert (created, unchanged, updated) == (["on", "on"], ["on", "off"], ["on", "on"])
+    upstream.script(entry.url, Scripted(status=404))
+    with commits_waiting_for_the_wal(ctx) as failed:
+        assert sync_dataset(entry, ctx, force=True).status == "failed"
+    assert (created, unchanged, updated, failed) == (["off", "on"], ["off", "off"], ["off", "on"], ["off", "on"])
     with commits_waiting_for_the_wal(ctx) as after:
         assert lease.acquire(ctx.sessions, KEY, "operator", 60)
     assert after == ["on"] and show_synchronous_commit(ctx) == "on"  # the setting was the end transaction's only
@@ -270,3 +275,51 @@ def test_a_304_for_a_row_people_took_over_is_refused_and_nothing_is_stamped(
     state = stored_state(ctx)
     assert (state.last_status, state.consecutive_failures, state.lease_owner) == ("failed", 1, None)
     assert state.last_success_at == success_before  # no success recorded on the way
+
+
+def lose_the_start(ctx: SyncContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, during the fetch the store forgets the sync's start as a PostgreSQL crash may (that
+    commit does not wait for the WAL flush): the lease is free again, and the run's id belongs to another
+    worker's run, as a sequence that lost its last advance hands it out again."""
+    fetch = pipeline.fetch_options
+
+    def fetch_after_a_crash(*args: Any) -> Any:
+        with ctx.sessions.begin() as session:
+            run = session.scalars(select(SyncRun).where(SyncRun.status == "running")).one()
+            run.worker, run.trigger = "another-worker", "schedule"
+            lease.free(session, KEY, ctx.worker_id)
+        return fetch(*args)
+
+    monkeypatch.setattr(pipeline, "fetch_options", fetch_after_a_crash)
+
+
+def another_workers_run(ctx: SyncContext) -> tuple[str, str, datetime | None]:
+    with ctx.sessions() as session:
+        run = session.scalars(select(SyncRun).where(SyncRun.worker == "another-worker")).one()
+        return run.status, run.trigger, run.finished_at
+
+
+def test_a_304_after_a_lost_start_never_closes_the_run_that_took_its_id(
+    ctx: SyncContext, entry: CatalogueEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert sync_dataset(entry, ctx).status == "created"
+    lose_the_start(ctx, monkeypatch)
+    assert sync_dataset(entry, ctx, force=True).status == "unchanged"  # the stamp and the state are true
+    assert another_workers_run(ctx) == ("running", "schedule", None)
+    state = stored_state(ctx)
+    assert (state.last_status, state.lease_owner) == ("unchanged", None)
+
+
+def test_a_list_written_after_a_lost_start_is_rolled_back_and_retried(
+    ctx: SyncContext, entry: CatalogueEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lose_the_start(ctx, monkeypatch)
+    outcome = sync_dataset(entry, ctx)
+    assert (outcome.status, outcome.error_kind, outcome.transient) == ("failed", "abandoned", True)
+    assert "lost this sync's start" in (outcome.error or "")
+    with ctx.sessions() as session:
+        assert session.scalars(select(Dataset)).first() is None  # no list linked to another worker's run
+        assert session.scalars(select(DatasetVersion)).first() is None
+    assert another_workers_run(ctx) == ("running", "schedule", None)
+    state = stored_state(ctx)
+    assert (state.last_status, state.lease_owner) == ("failed", None)
