@@ -40,7 +40,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import ColumnElement, sqltypes
 
 from models.diff import OptionsDiff
@@ -407,4 +407,10 @@ def dataset_table(profile: str = "datasync", name: str = "surveys_dataset", sche
 def table_of(session: Session) -> DatasetTable:
     """The dataset table this session's store uses (datasync's own unless the factory said otherwise)."""
     table: DatasetTable = session.info.get("dataset_table", DATASYNC_TABLE)
+    return table
+
+
+def table_of_factory(sessions: sessionmaker[Session]) -> DatasetTable:
+    """``table_of`` for the sessions a factory makes, for statements run on a Core connection of its store."""
+    table: DatasetTable = sessions.kw.get("info", {}).get("dataset_table", DATASYNC_TABLE)
     return table

@@ -178,10 +178,21 @@ def _sqlite_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def engine_of(sessions: sessionmaker[Session]) -> Engine:
+    """The engine behind a session factory: a sync's start and 304 end run on its Core connections."""
+    bind: Engine = sessions.kw["bind"]  # session_factory binds an engine, never a connection
+    return bind
+
+
+def connection_of(executor: Session | Connection) -> Connection:
+    """The Core connection a statement runs on: the given one, or the session's (its transaction)."""
+    return executor if isinstance(executor, Connection) else executor.connection()
+
+
 def reading(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
     """The same store's sessions for reads only (status, the API, health): on SQLite they never take
     the write lock, so a read proceeds while a sync writes. Never write through them."""
-    bind: Engine = sessions.kw["bind"]  # session_factory binds an engine, never a connection
+    bind = engine_of(sessions)
     if bind.get_execution_options().get(READING, False):
         return sessions
     return sessionmaker(**{**sessions.kw, "bind": bind.execution_options(**{READING: True})})

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BindParameter,
+    Connection,
     CursorResult,
     Insert,
     Select,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     bindparam,
     case,
     exists,
+    func,
     insert,
     or_,
     select,
@@ -48,6 +50,10 @@ log = logging.getLogger(__name__)
 # Core tables for the statements every sync runs: the ORM's bulk-update path costs more than the SQL.
 STATES, RUNS = Base.metadata.tables["sync_state"], Base.metadata.tables["sync_runs"]
 ABANDONED = "the worker running this sync stopped before finishing (killed or crashed)"
+# Bookkeeping whose loss in a PostgreSQL crash costs nothing but a repeated check commits without waiting
+# for the WAL flush: ``SET LOCAL synchronous_commit = off`` as a function, for the statement's transaction
+# only, set inside the statement (no round trip of its own). docs/architecture.md says which and why.
+NO_FLUSH_WAIT = func.set_config("synchronous_commit", "off", True)
 # Runs left 'running' by a worker that died: once we hold the lease they cannot be live.
 _ABANDON_STALE_RUNS = (
     update(RUNS)
@@ -79,8 +85,22 @@ class Taken:
 def take(
     session: Session, key: str, owner: str, ttl_seconds: float, now: datetime, run: Mapping[str, Any] | None = None
 ) -> Taken | None:
-    """Take the lease on ``key`` in the caller's transaction: the state row (created if missing) as
-    it now is, or None while another owner holds a live lease.
+    """``take_on`` in the session's transaction (operator actions, tests)."""
+    return take_on(session.connection(), table_of(session), key, owner, ttl_seconds, now, run)
+
+
+def take_on(
+    connection: Connection,
+    datasets: DatasetTable,
+    key: str,
+    owner: str,
+    ttl_seconds: float,
+    now: datetime,
+    run: Mapping[str, Any] | None = None,
+) -> Taken | None:
+    """Take the lease on ``key`` in the connection's transaction: the state row (created if missing) as
+    it now is, or None while another owner holds a live lease. A sync's start calls it on a Core
+    connection, without an ORM session: no unit of work or identity map for a statement that needs none.
 
     One upsert does it (``ON CONFLICT ... DO UPDATE ... WHERE`` the lease is free, ours or expired,
     ``RETURNING`` the row, whether the dataset row exists and whether a run is left 'running'), so
@@ -90,14 +110,13 @@ def take(
     detached: a record of the row, not a handle to change it.
     """
     values = {"key": key, "owner": owner, "expires": now + timedelta(seconds=ttl_seconds), "now": now}
-    dialect, datasets = session.get_bind().dialect.name, table_of(session)
-    connection = session.connection()  # Core on the session's connection: no ORM bookkeeping per statement
+    dialect = connection.dialect.name
     if run is not None and dialect == "postgresql":
         running = {f"run_{name}": value for name, value in run.items()}
         row = connection.execute(_taking_and_starting(datasets, tuple(run)), values | running).first()
         if row is None:
             return None
-        *state, row_stored, _, run_id = row  # stale runs were closed by the statement itself
+        *state, row_stored, _, run_id, _ = row  # stale runs were closed by the statement itself
         return Taken(_detached(state), bool(row_stored), run_id)
     row = connection.execute(_taking(dialect, datasets), values).first()
     if row is None:
@@ -142,7 +161,7 @@ def _taking_and_starting(datasets: DatasetTable, run_columns: tuple[str, ...]) -
     started = insert(RUNS).from_select(run_columns, select(*columns).select_from(taken)).returning(RUNS.c.id)
     abandoned = _ABANDON_STALE_RUNS.where(exists(taken.select())).cte("abandoned")
     started_id = select(started.cte("started").c.id).scalar_subquery()
-    return select(taken, started_id).add_cte(abandoned)
+    return select(taken, started_id, NO_FLUSH_WAIT).add_cte(abandoned)
 
 
 def acquire(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> bool:

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from models import lease
-from models.datasets import StoredDataset
-from models.db import reading
+from models.datasets import StoredDataset, table_of_factory
+from models.db import engine_of, reading
 from models.diff import OptionsDiff
 from models.schema import SyncState
 from models.types import utcnow
@@ -31,7 +31,7 @@ from models.upsert import (
     write_dataset,
 )
 from scrapers import SOURCES
-from scrapers.errors import PermanentError, SyncError, redact
+from scrapers.errors import PermanentError, SyncError, TransientError, redact
 from scrapers.http import HttpClient, NotModified, Validators
 from scrapers.normalise import Limits, OptionList, normalise
 from worker import webhooks
@@ -70,11 +70,12 @@ def sync_dataset(
     ``force`` syncs now even if fresh (a pause still holds); ``refetch`` ignores the stored
     validators; ``accept_changes`` applies what the guard rails would hold or an operator rejected.
     The store sees two transactions: the start (lease, state, skip or running row) and the end
-    (everything the sync writes, and the lease freed).
+    (everything the sync writes, and the lease freed). The start runs on a Core connection, as does a
+    304's end: no ORM session for the statements every sync runs.
     """
     owner, started = ctx.worker_id, utcnow()
-    with ctx.sessions.begin() as session:
-        begun = _start(session, entry, ctx, owner, started, trigger, force, refetch, requested_at, attempt)
+    with engine_of(ctx.sessions).begin() as connection:
+        begun = _start(connection, entry, ctx, owner, started, trigger, force, refetch, requested_at, attempt)
     if isinstance(begun, SyncOutcome):
         return begun
     run_id, validators = begun
@@ -86,7 +87,7 @@ def sync_dataset(
 
 
 def _start(
-    session: Session,
+    connection: Connection,
     entry: CatalogueEntry,
     ctx: SyncContext,
     owner: str,
@@ -99,18 +100,22 @@ def _start(
 ) -> tuple[int, Validators | None] | SyncOutcome:
     """Take the lease and decide, in the start transaction: the id of a 'running' row (committed at
     once, so monitoring sees syncs in flight) and the validators to send, or the outcome of a sync
-    that stops here (busy, fresh, paused...) with the lease not kept."""
+    that stops here (busy, fresh, paused...) with the lease not kept. A skip is written by a session
+    that joins the connection's transaction (it never ends it), so the start stays one transaction."""
     running = running_row(entry.key, trigger, owner, now, attempt)
-    taken = lease.take(session, entry.key, owner, ctx.settings.lease_seconds, now, run=running)
+    datasets, ttl = table_of_factory(ctx.sessions), ctx.settings.lease_seconds
+    taken = lease.take_on(connection, datasets, entry.key, owner, ttl, now, run=running)
     if taken is None:
         busy = "another worker is syncing this dataset right now"
-        return add_skip(session, entry.key, trigger, owner, "busy", busy, attempt=attempt)
+        with ctx.sessions(bind=connection) as session:
+            return add_skip(session, entry.key, trigger, owner, "busy", busy, attempt=attempt)
     state = taken.state
     skip = _skip_reason(entry, state, trigger, requested_at, ctx.settings, force, retry=attempt > 1)
     if skip:
-        lease.free(session, entry.key, owner)
-        return add_skip(session, entry.key, trigger, owner, *skip, attempt=attempt, run_id=taken.run_id)
-    run_id = add_running(session, entry.key, trigger, owner, now, attempt) if taken.run_id is None else taken.run_id
+        with ctx.sessions(bind=connection) as session:
+            lease.free(session, entry.key, owner)
+            return add_skip(session, entry.key, trigger, owner, *skip, attempt=attempt, run_id=taken.run_id)
+    run_id = add_running(connection, entry.key, trigger, owner, now, attempt) if taken.run_id is None else taken.run_id
     return run_id, None if refetch else _validators(state, taken.row_stored)
 
 
@@ -127,11 +132,16 @@ class _Sync:
 
     @contextlib.contextmanager
     def ending(self) -> Iterator[Session]:
-        """The end transaction. Renewal stops first, so none lands after it; ``finish_state`` in it
-        frees the lease, so no release transaction follows."""
-        self.renewal.stop()
-        with self.ctx.sessions.begin() as session:
+        """The end transaction, in a session (``ended``)."""
+        with self.ended(), self.ctx.sessions.begin() as session:
             yield session
+
+    @contextlib.contextmanager
+    def ended(self) -> Iterator[None]:
+        """Around the end transaction: renewal stops first, so none lands after it; ``finish_state`` in
+        it frees the lease, so no release transaction follows."""
+        self.renewal.stop()
+        yield
         self.renewal.freed = True
 
 
@@ -238,10 +248,15 @@ def _store(
             run_id=sync.run_id,
             bytes_fetched=fetched,
         )
-        finish_run(session, sync.run_id, outcome, sync.started, now, options_before=result.options_before)
+        before = result.options_before
+        if not finish_run(session, sync.run_id, outcome, sync.started, now, options_before=before, worker=sync.owner):
+            raise TransientError("abandoned", _START_LOST)  # rolls the write back: see ``finish_run``
         kept = {"etag": validators.etag, "last_modified": validators.last_modified, "source_token": validators.token}
         finish_state(session, entry.key, sync.owner, result.status, now, **kept, rejected_hash=None, **NO_HOLD)
     return outcome
+
+
+_START_LOST = "the store lost this sync's start (a database crash during the sync); nothing was written"
 
 
 # What an operator rejected is read again at the end: a review may have happened during the fetch.
@@ -283,16 +298,17 @@ def _record_refusal(
         run_id=sync.run_id,
         bytes_fetched=fetched,
     )
-    finish_run(session, sync.run_id, outcome, sync.started, now, options_before=len(current.options))
+    before = len(current.options)
+    finish_run(session, sync.run_id, outcome, sync.started, now, options_before=before, worker=sync.owner)
     held = hold_values(snapshot, reason, now) if kind == "held" else {}
     finish_state(session, current.key, sync.owner, kind, now, **held)
     return outcome
 
 
 def _store_not_modified(sync: _Sync, reason: str) -> SyncOutcome:
-    with sync.ending() as session:
+    with sync.ended():
         return finish_unchanged(
-            session, sync.entry.key, sync.entry.stamp_field, sync.run_id, sync.owner, sync.started, reason
+            sync.ctx.sessions, sync.entry.key, sync.entry.stamp_field, sync.run_id, sync.owner, sync.started, reason
         )
 
 
@@ -321,7 +337,16 @@ def _store_failure(
         current = load_dataset(session, entry.key)
         outcome.version = current.version if current else None
         before = len(current.options) if current else None
-        finish_run(session, sync.run_id, outcome, sync.started, now, options_before=before, options_after=before)
+        finish_run(
+            session,
+            sync.run_id,
+            outcome,
+            sync.started,
+            now,
+            options_before=before,
+            options_after=before,
+            worker=sync.owner,
+        )
         finish_state(session, entry.key, sync.owner, "failed", now)
     log.warning("sync of %s failed (%s): %s", entry.key, kind, message)
     return outcome

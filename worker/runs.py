@@ -4,23 +4,40 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import String, Subquery, Update, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    String,
+    Subquery,
+    Update,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import lease
-from models.datasets import DatasetTable, table_of
+from models.datasets import DatasetTable, table_of_factory
+from models.db import connection_of, engine_of
 from models.lease import RUNS, STATES
 from models.schema import DatasetVersion, SyncRun, SyncState
 from models.types import utcnow
-from models.upsert import Snapshot, load_dataset, load_syncable, stamp_verified, stamping_cte
+from models.upsert import Snapshot, load_dataset, stamp_verified, stamping_cte
 from worker.outcome import SyncOutcome
 
 PRUNE_BATCH = 5_000
 # Built once, as every sync runs them: the columns to set come with the parameters.
 _ADD_RUN = insert(RUNS).returning(RUNS.c.id)
 _FINISH_RUN = update(RUNS).where(RUNS.c.id == bindparam("run_id"))
+# A sync closes its run only while the row is still its own: see ``finish_run``.
+_FINISH_OWN_RUN = _FINISH_RUN.where(RUNS.c.worker == bindparam("run_worker", type_=String()))
 _FINISH_STATE = (
     update(STATES)
     .where(STATES.c.dataset_key == bindparam("state_key"))
@@ -74,9 +91,12 @@ def start_run(
         return add_running(session, key, trigger, worker, now, attempt)
 
 
-def add_running(session: Session, key: str, trigger: str, worker: str, now: datetime, attempt: int = 1) -> int:
+def add_running(
+    executor: Session | Connection, key: str, trigger: str, worker: str, now: datetime, attempt: int = 1
+) -> int:
     """``start_run`` in the caller's transaction (a sync's start transaction, which commits at once)."""
-    run_id: int = session.connection().execute(_ADD_RUN, running_row(key, trigger, worker, now, attempt)).scalar_one()
+    row = running_row(key, trigger, worker, now, attempt)
+    run_id: int = connection_of(executor).execute(_ADD_RUN, row).scalar_one()
     return run_id
 
 
@@ -88,7 +108,7 @@ def running_row(key: str, trigger: str, worker: str, now: datetime, attempt: int
         "status": "running",
         "started_at": now,
         "attempt": attempt,
-        "worker": worker[:255],
+        "worker": own_name(worker),
     }
 
 
@@ -142,7 +162,7 @@ def add_skip(
 
 
 def finish_run(
-    session: Session,
+    executor: Session | Connection,
     run_id: int,
     outcome: SyncOutcome,
     started: datetime,
@@ -150,16 +170,27 @@ def finish_run(
     *,
     options_before: int | None,
     options_after: int | None = None,
-) -> None:
-    """Close the run row: one UPDATE by id, without reading the row back first (Core, on the session's
-    connection: the hot statements skip the ORM's per-statement bookkeeping)."""
+    worker: str | None = None,
+) -> bool:
+    """Close the run row: one UPDATE by id, without reading the row back first (Core, on the transaction's
+    connection: the hot statements skip the ORM's per-statement bookkeeping). Given ``worker`` (a sync's
+    lease owner, who started the run), only while the row is still that worker's; False when no row was
+    closed. A PostgreSQL crash may lose a sync's start (its commit does not wait for the WAL flush) and
+    give its id to another run: the sync must then not close that run (docs/architecture.md)."""
     finished = _finished(outcome, started, now)
     sizes = {
         "options_before": options_before,
         "options_after": outcome.options if options_after is None else options_after,
     }
     finished.update(sizes, version_after=outcome.version)
-    session.connection().execute(_FINISH_RUN, {"run_id": run_id, **finished})
+    statement, owner = (_FINISH_RUN, {}) if worker is None else (_FINISH_OWN_RUN, {"run_worker": own_name(worker)})
+    result = connection_of(executor).execute(statement, {"run_id": run_id, **owner, **finished})
+    return cast(CursorResult[Any], result).rowcount == 1
+
+
+def own_name(worker: str) -> str:
+    """A worker's name as its runs record it (``sync_runs.worker``)."""
+    return worker[:255]
 
 
 def _finished(outcome: SyncOutcome, started: datetime, now: datetime) -> dict[str, Any]:
@@ -182,60 +213,74 @@ def _finished(outcome: SyncOutcome, started: datetime, now: datetime) -> dict[st
 
 
 def finish_unchanged(
-    session: Session, key: str, stamp_field: str, run: int, owner: str, started: datetime, reason: str
+    sessions: sessionmaker[Session], key: str, stamp_field: str, run: int, owner: str, started: datetime, reason: str
 ) -> SyncOutcome:
     """A 304's end transaction: move the stamp (``stamp_verified``), close the run as unchanged and
-    record it in the state row, freeing the lease. On PostgreSQL that is one statement, two round trips
-    fewer, whose commit does not wait for the WAL flush (``_NO_FLUSH_WAIT``); SQLite has no round trips
-    to save and runs the three statements."""
+    record it in the state row, freeing the lease. On PostgreSQL that is one statement on a Core
+    connection in autocommit (``_end_unchanged_at_once``); SQLite, which has no round trips to save, and
+    a row the statement found nothing to stamp on, run the three statements in a session's transaction."""
     now, outcome = utcnow(), SyncOutcome(key, "unchanged", run_id=run, warnings=(reason,), bytes_fetched=0)
-    recorded = _recorded("unchanged", now)
-    if session.get_bind().dialect.name == "postgresql":
-        finished = {f"run_{name}": value for name, value in _finished(outcome, started, now).items()}
-        ending = _ending_unchanged(table_of(session), stamp_field)
-        values = {"dataset": key, "now": now, "run_id": run, "state_key": key, "lease_holder": owner}
-        outcome.version, outcome.options, _ = (
-            session.connection().execute(ending, {**values, **finished, **recorded}).one()
-        )
-        if outcome.version is None:
-            load_syncable(session, key)  # refuses a row people own by name, as ``stamp_verified`` does
+    engine = engine_of(sessions)
+    if engine.dialect.name == "postgresql" and _end_unchanged_at_once(
+        engine, table_of_factory(sessions), stamp_field, owner, started, now, outcome
+    ):
         return outcome
-    verified = stamp_verified(session, key, stamp_field, now)
-    outcome.version, outcome.options = (verified.version, verified.options) if verified else (None, None)
-    finish_run(session, run, outcome, started, now, options_before=outcome.options)
-    finish_state(session, key, owner, "unchanged", now)
+    with sessions.begin() as session:
+        verified = stamp_verified(session, key, stamp_field, now)
+        outcome.version, outcome.options = (verified.version, verified.options) if verified else (None, None)
+        finish_run(session, run, outcome, started, now, options_before=outcome.options, worker=owner)
+        finish_state(session, key, owner, "unchanged", now)
     return outcome
 
 
-# A 304's end writes no list (the stamp, the run's close, the state and the lease), so on PostgreSQL its
-# commit returns without waiting for the WAL to reach the disk, for that transaction only: it is still
-# all or nothing and seen by every session at once. Only a server crash within a moment of it (three
-# ``wal_writer_delay``s, 0.6 s by default) can lose it, whole: the store is then as a worker killed
-# mid-sync leaves it (the run 'running', the lease running out within one TTL, the scan closing the
-# run as abandoned) and the next sync asks the upstream again. Commits that write data wait, as ever.
-# Set inside the statement (``SET LOCAL`` as a function, answered in its RETURNING): no round trip of its own.
-_NO_FLUSH_WAIT = func.set_config("synchronous_commit", "off", True)
+def _end_unchanged_at_once(
+    engine: Engine,
+    datasets: DatasetTable,
+    stamp_field: str,
+    owner: str,
+    started: datetime,
+    now: datetime,
+    outcome: SyncOutcome,
+) -> bool:
+    """``finish_unchanged`` as one statement, its own transaction (autocommit: no ``BEGIN`` and ``COMMIT``
+    round trips), setting the outcome's version and size; False, with nothing written, when no row was
+    stamped (the row is gone or people's: the caller's transaction reads it and says which)."""
+    finished = {f"run_{name}": value for name, value in _finished(outcome, started, now).items()}
+    key, run = outcome.key, outcome.run_id
+    values = {"dataset": key, "now": now, "run_id": run, "run_worker": own_name(owner), "state_key": key}
+    values["lease_holder"] = owner
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        with connection.begin():
+            ending = _ending_unchanged(datasets, stamp_field)
+            row = connection.execute(ending, {**values, **finished, **_recorded("unchanged", now)}).first()
+    if row is None:
+        return False
+    outcome.version, outcome.options, _ = row
+    return True
 
 
 @functools.cache
 def _ending_unchanged(table: DatasetTable, stamp_field: str) -> Update:
     """``finish_unchanged`` on PostgreSQL: ``WITH stamped AS (UPDATE <datasets> ... RETURNING version,
     codes), finished AS (UPDATE sync_runs ...) UPDATE sync_state ... RETURNING`` the stamped version
-    and code count (NULL when no row was stamped), and sets ``_NO_FLUSH_WAIT``. All three see one
-    snapshot and commit together."""
+    and code count, and sets ``lease.NO_FLUSH_WAIT``. All three see one snapshot and commit together; the
+    run and the state are written only if the row was stamped, so a row not stamped returns nothing."""
     stamped = stamping_cte(table, stamp_field)
+    was_stamped = exists(stamped.select())
     version, codes = select(stamped.c.version).scalar_subquery(), select(stamped.c.codes).scalar_subquery()
     from_the_stamp = {"version_after": version, "options_before": codes, "options_after": codes}
     now = utcnow()  # any time: only the names of the columns are taken
     run_columns, state_columns = _finished(SyncOutcome("", "unchanged"), now, now), _recorded("unchanged", now)
     finished = (
         update(RUNS)
-        .where(RUNS.c.id == bindparam("run_id"))
+        .where(RUNS.c.id == bindparam("run_id"), RUNS.c.worker == bindparam("run_worker", type_=String()), was_stamped)
         .values({name: bindparam(f"run_{name}", type_=RUNS.c[name].type) for name in run_columns} | from_the_stamp)
         .cte("finished")
     )
     state = {name: bindparam(name, type_=STATES.c[name].type) for name in state_columns}
-    return _FINISH_STATE.values(state).add_cte(stamped).add_cte(finished).returning(version, codes, _NO_FLUSH_WAIT)
+    ending = _FINISH_STATE.where(was_stamped).values(state).add_cte(stamped).add_cte(finished)
+    return ending.returning(version, codes, lease.NO_FLUSH_WAIT)
 
 
 def _recorded(status: str, now: datetime) -> dict[str, Any]:
@@ -246,12 +291,14 @@ def _recorded(status: str, now: datetime) -> dict[str, Any]:
     return recorded
 
 
-def finish_state(session: Session, key: str, owner: str, status: str, now: datetime, **values: Any) -> None:
+def finish_state(
+    executor: Session | Connection, key: str, owner: str, status: str, now: datetime, **values: Any
+) -> None:
     """Record the attempt in the state row and free ``owner``'s lease: one UPDATE, the sync's last
     statement on ``sync_state``. ``values`` are further columns to set (validators, a hold)."""
     recorded = _recorded(status, now)
     statement = _FINISH_FAILED_STATE if status == "failed" else _FINISH_STATE
-    session.connection().execute(statement, {"state_key": key, "lease_holder": owner, **recorded, **values})
+    connection_of(executor).execute(statement, {"state_key": key, "lease_holder": owner, **recorded, **values})
 
 
 def hold_values(snapshot: Snapshot, reason: str, now: datetime) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, event, select
@@ -19,6 +21,7 @@ from models.schema import Dataset, DatasetVersion, SyncRun, SyncState
 from tests.conftest import expected_result
 from tests.sqlcount import SqlCount, counting
 from tests.upstream import Scripted, Upstream
+from worker import pipeline
 from worker.catalogue import Catalogue, CatalogueEntry
 from worker.context import SyncContext
 from worker.outcome import SyncOutcome
@@ -106,25 +109,45 @@ def test_an_unchanged_sync_is_two_statements_on_postgresql_and_records_all_three
 
 @contextlib.contextmanager
 def commits_waiting_for_the_wal(ctx: SyncContext) -> Iterator[list[str]]:
-    """``synchronous_commit`` as each PostgreSQL transaction commits, in order ('on': it waits for the flush)."""
+    """``synchronous_commit`` as each PostgreSQL transaction commits, in order ('on': it waits for the flush).
+
+    An explicit transaction is asked at its commit. A statement run in autocommit is its own transaction,
+    committed as it ends, so it is 'off' when it sets the setting for its transaction (``set_config(...,
+    true)``, which ends with that transaction) and 'on' otherwise."""
     seen: list[str] = []
 
     def before_commit(connection: Connection) -> None:
         driver = connection.connection.dbapi_connection
         assert driver is not None
-        seen.append(driver.cursor().execute("SHOW synchronous_commit").fetchone()[0])
+        if not driver.autocommit:
+            seen.append(driver.cursor().execute("SHOW synchronous_commit").fetchone()[0])
+
+    def before_statement(connection: Connection, _cursor: Any, _text: str, parameters: Any, *_: Any) -> None:
+        driver = connection.connection.dbapi_connection
+        assert driver is not None
+        if driver.autocommit:
+            values = list(parameters.values())
+            sets_off = any(values[i : i + 3] == ["synchronous_commit", "off", True] for i in range(len(values)))
+            seen.append("off" if sets_off else "on")
 
     engine = get_engine(ctx.settings.database_url)
     event.listen(engine, "commit", before_commit)
+    event.listen(engine, "before_cursor_execute", before_statement)
     try:
         yield seen
     finally:
         event.remove(engine, "commit", before_commit)
+        event.remove(engine, "before_cursor_execute", before_statement)
+
+
+def show_synchronous_commit(ctx: SyncContext) -> str:
+    with get_engine(ctx.settings.database_url).connect() as connection:
+        return str(connection.exec_driver_sql("SHOW synchronous_commit").scalar())
 
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
-def test_on_postgresql_only_an_unchanged_end_commits_without_waiting_for_the_wal(
+def test_on_postgresql_only_the_start_and_an_unchanged_end_commit_without_waiting_for_the_wal(
     ctx: SyncContext, entry: CatalogueEntry, upstream: Upstream
 ) -> None:
     with commits_waiting_for_the_wal(ctx) as created:
@@ -135,10 +158,13 @@ def test_on_postgresql_only_an_unchanged_end_commits_without_waiting_for_the_wal
     upstream.set_body(entry.url, body)
     with commits_waiting_for_the_wal(ctx) as updated:
         assert sync_dataset(entry, ctx, force=True).status == "updated"
-    assert (created, unchanged, updated) == (["on", "on"], ["on", "off"], ["on", "on"])
+    upstream.script(entry.url, Scripted(status=404))
+    with commits_waiting_for_the_wal(ctx) as failed:
+        assert sync_dataset(entry, ctx, force=True).status == "failed"
+    assert (created, unchanged, updated, failed) == (["off", "on"], ["off", "off"], ["off", "on"], ["off", "on"])
     with commits_waiting_for_the_wal(ctx) as after:
         assert lease.acquire(ctx.sessions, KEY, "operator", 60)
-    assert after == ["on"]  # the setting was the end transaction's only
+    assert after == ["on"] and show_synchronous_commit(ctx) == "on"  # the setting was the end transaction's only
 
 
 @pytest.mark.parametrize("change", ["created", "updated"])
@@ -226,3 +252,74 @@ def test_when_the_end_transaction_fails_the_lease_is_released_and_the_scan_close
         assert session.scalars(select(Dataset).where(Dataset.key == KEY)).first() is None  # nothing half-written
         assert session.scalars(select(SyncRun.status)).all() == ["running"]
     assert [run.error_kind for run in lease.abandon_dead_runs(ctx.sessions)] == ["abandoned"]
+
+
+def test_a_304_for_a_row_people_took_over_is_refused_and_nothing_is_stamped(
+    ctx: SyncContext, entry: CatalogueEntry, counted: SqlCount
+) -> None:
+    """The one-statement end stamps only a row a sync may write; for any other it writes nothing, and
+    the end's transaction reads the row and refuses it, as every sync refuses a row people own."""
+    sync_dataset(entry, ctx)
+    success_before = stored_state(ctx).last_success_at
+    with ctx.sessions.begin() as session:
+        row = session.scalars(select(Dataset).where(Dataset.key == KEY)).one()
+        row.is_custom, stamp_before = True, getattr(row, entry.stamp_field)
+    outcome = synced(ctx, entry, counted, force=True)
+    assert (outcome.status, outcome.error_kind) == ("failed", "owned_by_people")
+    assert "304" not in " ".join(outcome.warnings)
+    with ctx.sessions() as session:
+        row = session.scalars(select(Dataset).where(Dataset.key == KEY)).one()
+        run = session.get_one(SyncRun, outcome.run_id)
+    assert getattr(row, entry.stamp_field) == stamp_before
+    assert (run.status, run.error_kind) == ("failed", "owned_by_people")
+    state = stored_state(ctx)
+    assert (state.last_status, state.consecutive_failures, state.lease_owner) == ("failed", 1, None)
+    assert state.last_success_at == success_before  # no success recorded on the way
+
+
+def lose_the_start(ctx: SyncContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, during the fetch the store forgets the sync's start as a PostgreSQL crash may (that
+    commit does not wait for the WAL flush): the lease is free again, and the run's id belongs to another
+    worker's run, as a sequence that lost its last advance hands it out again."""
+    fetch = pipeline.fetch_options
+
+    def fetch_after_a_crash(*args: Any) -> Any:
+        with ctx.sessions.begin() as session:
+            run = session.scalars(select(SyncRun).where(SyncRun.status == "running")).one()
+            run.worker, run.trigger = "another-worker", "schedule"
+            lease.free(session, KEY, ctx.worker_id)
+        return fetch(*args)
+
+    monkeypatch.setattr(pipeline, "fetch_options", fetch_after_a_crash)
+
+
+def another_workers_run(ctx: SyncContext) -> tuple[str, str, datetime | None]:
+    with ctx.sessions() as session:
+        run = session.scalars(select(SyncRun).where(SyncRun.worker == "another-worker")).one()
+        return run.status, run.trigger, run.finished_at
+
+
+def test_a_304_after_a_lost_start_never_closes_the_run_that_took_its_id(
+    ctx: SyncContext, entry: CatalogueEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert sync_dataset(entry, ctx).status == "created"
+    lose_the_start(ctx, monkeypatch)
+    assert sync_dataset(entry, ctx, force=True).status == "unchanged"  # the stamp and the state are true
+    assert another_workers_run(ctx) == ("running", "schedule", None)
+    state = stored_state(ctx)
+    assert (state.last_status, state.lease_owner) == ("unchanged", None)
+
+
+def test_a_list_written_after_a_lost_start_is_rolled_back_and_retried(
+    ctx: SyncContext, entry: CatalogueEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lose_the_start(ctx, monkeypatch)
+    outcome = sync_dataset(entry, ctx)
+    assert (outcome.status, outcome.error_kind, outcome.transient) == ("failed", "abandoned", True)
+    assert "lost this sync's start" in (outcome.error or "")
+    with ctx.sessions() as session:
+        assert session.scalars(select(Dataset)).first() is None  # no list linked to another worker's run
+        assert session.scalars(select(DatasetVersion)).first() is None
+    assert another_workers_run(ctx) == ("running", "schedule", None)
+    state = stored_state(ctx)
+    assert (state.last_status, state.lease_owner) == ("failed", None)
