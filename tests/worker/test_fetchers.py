@@ -3,6 +3,7 @@ parent's politeness, and a clean failure when a process dies. Real local upstrea
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing.util
 import os
@@ -12,21 +13,24 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+import worker.fetchers
 from benchmarks.source import HEAVY_PAGE, page
 from models.datasets import table_of
+from models.schema import SyncRun, SyncState
 from scrapers.errors import PermanentError, TransientError
-from scrapers.http import HttpClient, NotModified, UrlRewrites, Validators
-from scrapers.normalise import Limits
+from scrapers.http import NotModified
 from scrapers.throttle import HostLimit, HostLimits, LocalThrottle
 from tests.upstream import Scripted, Upstream
 from worker.catalogue import CatalogueEntry, load_catalogue
 from worker.context import SyncContext
-from worker.fetchers import Fetched, Fetchers, fetchers_for
+from worker.fetchers import Fetchers, fetchers_for
 from worker.outcome import SyncOutcome
-from worker.pipeline import fetch_here, sync_dataset
+from worker.pipeline import fetch_here, sync_dataset, sync_here
 from worker.scheduling import run_per_host
 from worker.settings import Settings
 
@@ -71,19 +75,9 @@ def fast_ctx(store_url: str, upstream: Upstream) -> Iterator[SyncContext]:
 
 @pytest.fixture
 def fetchers(fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry]) -> Iterator[Fetchers]:
-    processes = Fetchers(2, heavy_entries, fast_ctx.http, fast_ctx.limits, fetch_here)
+    processes = Fetchers(2, heavy_entries, fast_ctx)
     yield processes
     processes.close()
-
-
-@pytest.fixture
-def fetchers_args(upstream: Upstream) -> Iterator[tuple[HttpClient, Limits]]:
-    """A client and limits for processes that need no store."""
-    http = HttpClient(
-        user_agent="datasync-test", rewrites=UrlRewrites(upstream.rewrites()), throttle=LocalThrottle(limits_with())
-    )
-    yield http, Limits()
-    http.close()
 
 
 def sync_all(ctx: SyncContext, entries: list[CatalogueEntry], jobs: int) -> list[SyncOutcome]:
@@ -92,25 +86,42 @@ def sync_all(ctx: SyncContext, entries: list[CatalogueEntry], jobs: int) -> list
 
 
 def test_a_run_with_processes_stores_exactly_what_the_threads_store(
-    fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry], monkeypatch: pytest.MonkeyPatch
+    fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """Each sync runs whole in a worker process (both transactions there), under the waiting
+    thread's name: the same rows, run records and freed leases the threads write."""
+    synced_in = tmp_path / "synced-in"
     lent: list[list[int]] = []
-    original = Fetchers.fetch
+    original = Fetchers.__init__
 
-    def noting(self: Fetchers, entry: CatalogueEntry, validators: Validators | None) -> Fetched:
+    def noting(self: Fetchers, *args: Any) -> None:
+        original(self, *args)
         lent.append(self.pids)
-        return original(self, entry, validators)
 
-    monkeypatch.setattr(Fetchers, "fetch", noting)
+    def sync_noting_its_process(entry: CatalogueEntry, *args: Any) -> SyncOutcome:
+        with synced_in.open("a") as log:
+            log.write(f"{os.getpid()}\n")
+        return sync_here(entry, *args)
+
+    monkeypatch.setattr(Fetchers, "__init__", noting)
+    monkeypatch.setattr(worker.fetchers, "sync_here", sync_noting_its_process)
     by_thread = {entry.key: fetch_here(entry, fast_ctx.http, fast_ctx.limits, None) for entry in heavy_entries}
     outcomes = sync_all(fast_ctx, heavy_entries, jobs=4)
-    assert len(lent) == PAGES and os.getpid() not in lent[0]  # every dataset went to a worker process
+    [pids] = lent
+    assert sorted(set(map(int, synced_in.read_text().split()))) == sorted(pids) and os.getpid() not in pids
+    assert len(synced_in.read_text().split()) == PAGES  # every dataset synced once, each in a worker process
     assert [(o.key, o.status, o.options) for o in outcomes] == [(e.key, "created", 50) for e in heavy_entries]
     with fast_ctx.sessions() as session:
         table = table_of(session)
         for entry in heavy_entries:
             row = table.load(session, entry.key)
             assert row is not None and row.options == by_thread[entry.key][0].options
+        runs = session.scalars(select(SyncRun)).all()
+        states = session.scalars(select(SyncState)).all()
+    thread_names = f"{fast_ctx.process_id}:"  # the waiting threads' names: this process, as the threads write it
+    assert len(runs) == PAGES and all(run.status == "created" and run.worker.startswith(thread_names) for run in runs)
+    assert {run.id for run in runs} == {outcome.run_id for outcome in outcomes}
+    assert all(state.lease_owner is None and state.last_status == "created" for state in states)
     assert fast_ctx.fetchers is None  # lent for the run only
 
 
@@ -154,7 +165,7 @@ def test_a_host_given_up_after_a_processs_timeouts_is_given_up_for_every_process
     context = SyncContext.from_settings(settings, LocalThrottle(limits_with()))
     silent, next_one = heavy_entries[:2]
     upstream.script(silent.url, Scripted(delay=5))
-    fetchers = Fetchers(2, heavy_entries, context.http, context.limits, fetch_here)
+    fetchers = Fetchers(2, heavy_entries, context)
     try:
         with pytest.raises(TransientError) as timed_out:
             fetchers.fetch(silent, None)
@@ -183,7 +194,7 @@ def test_a_process_killed_mid_request_fails_its_dataset_in_one_line_and_frees_it
     context = SyncContext.from_settings(settings, throttle)
     stuck, after = heavy_entries[:2]
     upstream.script(stuck.url, Scripted(delay=60))
-    fetchers = Fetchers(1, heavy_entries, context.http, context.limits, fetch_here)
+    fetchers = Fetchers(1, heavy_entries, context)
     try:
         failed: list[BaseException] = []
 
@@ -216,7 +227,7 @@ def test_the_parents_throttle_spaces_every_processs_requests(
     the spacing on the wire (each process with a throttle of its own would send them together)."""
     throttle = LocalThrottle(limits_with(f"{HOST}=4:20"))
     http = fast_ctx.http.with_politeness(throttle, fast_ctx.http.host_health)
-    fetchers = Fetchers(2, heavy_entries, http, fast_ctx.limits, fetch_here)
+    fetchers = Fetchers(2, heavy_entries, dataclasses.replace(fast_ctx, http=http))
     try:
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda entry: fetchers.fetch(entry, None), heavy_entries))
@@ -242,11 +253,11 @@ def _after_a_multiprocessing_fork(resource: _Resource) -> None:
 
 
 def test_a_process_runs_no_hook_of_a_multiprocessing_fork(
-    fetchers_args: tuple[HttpClient, Limits], heavy_entries: list[CatalogueEntry], tmp_path: Path
+    fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry], tmp_path: Path
 ) -> None:
     resource = _Resource(tmp_path / "hook-ran")
     multiprocessing.util.register_after_fork(resource, _after_a_multiprocessing_fork)
-    fetchers = Fetchers(1, heavy_entries, *fetchers_args, fetch_here)
+    fetchers = Fetchers(1, heavy_entries, fast_ctx)
     try:
         assert fetchers.fetch(heavy_entries[0], None)[0].options
     finally:
@@ -256,10 +267,9 @@ def test_a_process_runs_no_hook_of_a_multiprocessing_fork(
 
 def test_processes_only_when_the_run_is_cpu_bound(fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry]) -> None:
     polite = HostLimits(HostLimit(2, 2.0))
-    tools = (fast_ctx.http, fast_ctx.limits, fetch_here)
-    assert fetchers_for(heavy_entries, 4, polite, *tools) is None  # the shipped limits: politeness sets the pace
-    assert fetchers_for(heavy_entries, 1, limits_with(), *tools) is None  # --jobs 1 stays in its thread
-    lent = fetchers_for(heavy_entries, 4, limits_with(), *tools)
+    assert fetchers_for(heavy_entries, 4, polite, fast_ctx) is None  # the shipped limits: politeness sets the pace
+    assert fetchers_for(heavy_entries, 1, limits_with(), fast_ctx) is None  # --jobs 1 stays in its thread
+    lent = fetchers_for(heavy_entries, 4, limits_with(), fast_ctx)
     try:
         cores = len(os.sched_getaffinity(0))
         assert (len(lent.pids) if lent else 0) == (min(4, cores) if cores > 1 else 0)
