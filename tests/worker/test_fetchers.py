@@ -22,6 +22,7 @@ import worker.fetchers
 from benchmarks.source import HEAVY_PAGE, page
 from models.datasets import table_of
 from models.schema import SyncRun, SyncState
+from models.types import utcnow
 from scrapers.errors import PermanentError, TransientError
 from scrapers.http import NotModified
 from scrapers.throttle import HostLimit, HostLimits, LocalThrottle
@@ -30,7 +31,7 @@ from worker.catalogue import CatalogueEntry, load_catalogue
 from worker.context import SyncContext
 from worker.fetchers import Fetchers, fetchers_for
 from worker.outcome import SyncOutcome
-from worker.pipeline import fetch_here, sync_dataset, sync_here
+from worker.pipeline import SyncOptions, end_left_sync, fetch_here, sync_dataset, sync_here
 from worker.scheduling import run_per_host
 from worker.settings import Settings
 
@@ -276,3 +277,76 @@ def test_processes_only_when_the_run_is_cpu_bound(fast_ctx: SyncContext, heavy_e
     finally:
         if lent is not None:
             lent.close()
+
+
+def test_a_process_killed_mid_sync_fails_its_dataset_as_fetcher_died_and_frees_its_lease(
+    upstream: Upstream, heavy_entries: list[CatalogueEntry], store_url: str
+) -> None:
+    """The process had started the sync (lease, 'running' row): the waiting thread ends that run
+    as the fetch raising ``fetcher_died`` would have; nothing of the page is stored."""
+    settings = Settings(database_url=store_url, url_rewrites=upstream.rewrites())
+    throttle = LocalThrottle(limits_with(f"{HOST}=1:1000"))
+    context = SyncContext.from_settings(settings, throttle)
+    stuck, after = heavy_entries[:2]
+    upstream.script(stuck.url, Scripted(delay=60))
+    context.fetchers = fetchers = Fetchers(1, heavy_entries, context)
+    try:
+        outcomes: list[SyncOutcome] = []
+        sync = lambda: outcomes.append(sync_dataset(stuck, context, may_retry=True))  # noqa: E731
+        thread = threading.Thread(target=sync)
+        thread.start()
+        wait_for(lambda: bool(upstream.hits(stuck.url)))  # mid-request, in the process
+        os.kill(fetchers.pids[0], signal.SIGKILL)
+        thread.join(30)
+        [outcome] = outcomes
+        assert (outcome.status, outcome.error_kind, outcome.transient, outcome.will_retry) == (
+            "failed",
+            "fetcher_died",
+            True,
+            True,
+        )
+        assert outcome.error == f"{stuck.url}: the process fetching this page ended unexpectedly"
+        with context.sessions() as session:
+            [run] = session.scalars(select(SyncRun)).all()
+            state = session.get_one(SyncState, stuck.key)
+            assert table_of(session).load(session, stuck.key) is None
+        assert (run.id, run.status, run.error_kind, run.will_retry) == (outcome.run_id, "failed", "fetcher_died", True)
+        assert run.worker is not None and run.worker.startswith(f"{context.process_id}:")
+        assert state.lease_owner is None and state.last_status == "failed"
+        assert throttle.wait_estimate(HOST) < math.inf  # the slot the process held was left
+        assert sync_dataset(after, context).status == "created"  # in this thread now
+    finally:
+        context.fetchers = None
+        fetchers.close()
+        context.close()
+
+
+def test_a_sync_its_process_ended_before_dying_keeps_the_record_the_process_wrote(
+    fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry]
+) -> None:
+    """Killed between its end's commit and its answer: the thread reports what was committed and writes nothing."""
+    entry, owner, since = heavy_entries[0], fast_ctx.worker_id, utcnow()
+    options = SyncOptions(trigger="cli", may_retry=True)
+    written = sync_here(entry, fast_ctx, owner, options)  # what the process committed
+    died = TransientError("fetcher_died", f"{entry.url}: the process fetching this page ended unexpectedly")
+    left = end_left_sync(entry, fast_ctx, owner, since, died, options)
+    assert (left.status, left.run_id, left.version, left.options, left.diff) == (
+        "created",
+        written.run_id,
+        written.version,
+        50,
+        written.diff,
+    )
+    with fast_ctx.sessions() as session:
+        [run] = session.scalars(select(SyncRun)).all()
+        assert run.status == "created" and session.get_one(SyncState, entry.key).last_status == "created"
+
+
+def test_a_sync_its_process_died_before_starting_runs_in_the_thread(
+    fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry], upstream: Upstream
+) -> None:
+    """No 'running' row: the process died before its start committed, so nothing was fetched yet."""
+    entry = heavy_entries[0]
+    died = TransientError("fetcher_died", f"{entry.url}: the process fetching this page ended unexpectedly")
+    left = end_left_sync(entry, fast_ctx, fast_ctx.worker_id, utcnow(), died, SyncOptions(trigger="cli"))
+    assert left.status == "created" and left.options == 50 and len(upstream.hits(entry.url)) == 1
