@@ -1,13 +1,19 @@
-"""Whole dataset syncs in worker processes, for a CPU-bound ``datasync sync --jobs N``.
+"""Dataset syncs, or their fetch and parse, in worker processes, for a CPU-bound ``datasync sync --jobs N``.
 
 Threads of one process take turns on the GIL: on a run whose hosts allow many requests per second,
 ``--jobs 4`` spends its time waiting for the lock that the HTTP client, the parser and the store's
 SQL hold, and is no faster than ``--jobs 1``. ``Fetchers`` forks worker processes at the start of
-such a run; a thread that syncs a dataset hands the whole sync (``pipeline.sync_here``: lease, fetch,
-parse, normalise, both store transactions) to a free process and waits, and the process runs it
-under the thread's name as the lease owner, on its own HTTP session and store connection, so the
-store holds what the thread would have written. The thread keeps what outlives the dataset: the
-in-process retries, the webhooks, the progress.
+such a run, and a thread that syncs a dataset hands work to a free process and waits:
+
+- on SQLite, the whole sync (``pipeline.sync_here``: lease, fetch, parse, normalise, both store
+  transactions), run under the thread's name as the lease owner: with the store's writes left in
+  the parent, its transactions under SQLite's single writer were the whole run's bottleneck;
+- on PostgreSQL, the fetch, parse and normalise (``pipeline.fetch_here``), the store work staying in
+  the threads, whose transactions overlap on the server (a process's own store round trips would
+  leave its core idle: measured slower).
+
+The process works on its own HTTP session and store connections, so the store holds what the thread
+would have written. The thread keeps what outlives the dataset: in-process retries, webhooks, progress.
 
 Politeness stays the parent's: the process's throttle and host health are stand-ins that ask the
 waiting thread, which enters the parent's own throttle slot, pacing cue and host health on its
@@ -289,7 +295,8 @@ class Fetchers:
 
         self._run = _Run({entry.key: entry for entry in entries}, ctx)
         self._targets = {"throttle": ctx.http.throttle, "health": ctx.http.host_health}
-        self._writers = ForkedWriters()
+        self.whole_syncs = ctx.sessions.kw["bind"].dialect.name == "sqlite"
+        self._writers = ForkedWriters() if self.whole_syncs else None
         self.pids: list[int] = []
         self._pipes: list[Connection] = []
         self._free: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
@@ -323,8 +330,12 @@ class Fetchers:
         return not SOURCES[entry.source].credential_variables(entry)
 
     def takes(self, entry: CatalogueEntry) -> bool:
-        """Whether this run's processes sync ``entry`` (one of the datasets they were forked with)."""
+        """Whether this run's processes fetch ``entry`` (one of the datasets they were forked with)."""
         return self._run.entries.get(entry.key) == entry
+
+    def syncs(self, entry: CatalogueEntry) -> bool:
+        """Whether this run's processes sync ``entry`` whole (on SQLite), not only fetch it."""
+        return self.whole_syncs and self.takes(entry)
 
     def sync(self, entry: CatalogueEntry, owner: str, options: SyncOptions) -> SyncOutcome:
         """``pipeline.sync_here`` in a free worker process, its lease held as ``owner`` (in this thread
@@ -382,7 +393,8 @@ class Fetchers:
             with contextlib.suppress(ChildProcessError):  # already reaped
                 os.waitpid(pid, 0)
             pipe.close()
-        self._writers.close()
+        if self._writers is not None:
+            self._writers.close()
 
 
 def _died(entry: CatalogueEntry) -> TransientError:

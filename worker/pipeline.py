@@ -70,11 +70,11 @@ def sync_dataset(
     ``force`` syncs now even if fresh (a pause still holds); ``refetch`` ignores the stored
     validators; ``accept_changes`` applies what the guard rails would hold or an operator rejected.
     The store sees two transactions: the start (lease, state, skip or running row) and the end
-    (everything the sync writes, and the lease freed). On a CPU-bound run a worker process does it
-    all (``worker.fetchers``) for this thread, under this thread's name as the lease owner.
+    (everything the sync writes, and the lease freed). On a CPU-bound run on SQLite a worker process
+    does it all (``worker.fetchers``) for this thread, under this thread's name as the lease owner.
     """
     options = SyncOptions(trigger, force, refetch, accept_changes, attempt, may_retry, requested_at)
-    if ctx.fetchers is not None and ctx.fetchers.takes(entry):
+    if ctx.fetchers is not None and ctx.fetchers.syncs(entry):
         outcome = ctx.fetchers.sync(entry, ctx.worker_id, options)
     else:
         outcome = sync_here(entry, ctx, ctx.worker_id, options)
@@ -193,8 +193,9 @@ def fetch_options(
     """Fetch, parse and normalise one source; raises ``NotModified`` or ``SyncError``.
 
     Returns the list, the validators worth keeping (the source decides which: ``kept_validators``)
-    and the body bytes downloaded (``sync_runs.bytes_fetched``). On a CPU-bound run the work goes to
-    a worker process (``worker.fetchers``), which runs ``fetch_here`` under this process's politeness.
+    and the body bytes downloaded (``sync_runs.bytes_fetched``). On a CPU-bound run on PostgreSQL (or
+    a dry run) the work goes to a worker process (``worker.fetchers``), which runs ``fetch_here``
+    under this process's politeness.
     """
     if ctx.fetchers is not None and ctx.fetchers.takes(entry):
         return ctx.fetchers.fetch(entry, validators)
