@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import os
 import pickle
 import queue
@@ -300,16 +299,12 @@ class Fetchers:
         self.pids: list[int] = []
         self._pipes: list[Connection] = []
         self._free: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
-        gc.freeze()  # the collector never walks what a process inherits, so those pages stay shared
-        try:
-            for _ in range(processes):
-                mine, theirs = Pipe()
-                self.pids.append(self._fork(theirs))
-                theirs.close()
-                self._pipes.append(mine)
-                self._free.put(mine)
-        finally:
-            gc.unfreeze()
+        for _ in range(processes):
+            mine, theirs = Pipe()
+            self.pids.append(self._fork(theirs))
+            theirs.close()
+            self._pipes.append(mine)
+            self._free.put(mine)
 
     def _fork(self, pipe: Connection) -> int:
         pid = os.fork()
