@@ -173,10 +173,11 @@ class ForkedWriters:
     def __init__(self) -> None:
         descriptor, path = tempfile.mkstemp(prefix="datasync-writers-")
         os.unlink(path)
+        self._outer = ForkedWriters.lock_file  # one opened while another is: the outer one's again at close
         self._descriptor = ForkedWriters.lock_file = descriptor
 
     def close(self) -> None:
-        ForkedWriters.lock_file = None
+        ForkedWriters.lock_file = self._outer
         os.close(self._descriptor)
 
 

@@ -208,9 +208,11 @@ def _answer(work: Callable[[], Fetched | SyncOutcome]) -> Answer:
         return _Refusal.of(error)
     except Exception as error:  # the thread raises it as its own (an unreachable store) or as an internal error
         try:
-            return _Raised(pickle.dumps(error))
+            pickled = pickle.dumps(error)
+            pickle.loads(pickled)  # some exceptions pickle but cannot be rebuilt from what they pickled
         except Exception:
             return _Bug(f"{type(error).__name__}: {error}")
+        return _Raised(pickled)
 
 
 class _Errands:

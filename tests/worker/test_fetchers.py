@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
 import worker.fetchers
 from benchmarks.source import HEAVY_PAGE, page
@@ -359,3 +360,14 @@ def test_a_sync_its_process_died_before_starting_runs_in_the_thread(
     died = TransientError("fetcher_died", f"{entry.url}: the process fetching this page ended unexpectedly")
     left = end_left_sync(entry, fast_ctx, fast_ctx.worker_id, utcnow(), died, SyncOptions(trigger="cli"))
     assert left.status == "created" and left.options == 50 and len(upstream.hits(entry.url)) == 1
+
+
+def test_a_store_error_in_a_process_ends_the_run_as_the_threads_would(
+    fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry]
+) -> None:
+    """Not an internal error of one dataset: the store's own exception, which the CLI reports in one line (exit 2)."""
+    with fast_ctx.sessions.begin() as session:
+        session.execute(text("DROP TABLE sync_state"))
+    with pytest.raises(DBAPIError) as failed:
+        sync_all(fast_ctx, heavy_entries, jobs=4)
+    assert "sync_state" in str(failed.value)
