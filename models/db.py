@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import os
 import re
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -66,6 +68,7 @@ def _create_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS, "factory": factory})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        _connection_classes[engine] = factory
         return engine
     engine = create_engine(url)
     event.listen(engine.pool, "checkin", _note_idle_since)
@@ -103,12 +106,15 @@ class _SerialisedConnection(sqlite3.Connection):
 
     SQLite's busy handler polls: a writer finding the lock taken sleeps 1, 2, 5, 10... ms before it
     looks again, though another thread's transaction frees it within a millisecond. Threads of one
-    process queue on this lock instead and each starts the moment the last commits; other processes
+    process queue on this lock instead and each starts the moment the last commits; so do the
+    processes forked while ``ForkedWriters`` is open, on its lock after the engine's; other processes
     still meet the busy handler. Taken at ``BEGIN IMMEDIATE``, freed by whatever ends the transaction.
+    The queue only saves the polling: SQLite's own lock still decides who writes.
     """
 
     write_lock: threading.Lock  # one per engine (``_serialised_connection``)
     holds_write_lock = False
+    holds_forks_lock: int | None = None  # the ``ForkedWriters`` file this connection's transaction locked
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
@@ -117,6 +123,9 @@ class _SerialisedConnection(sqlite3.Connection):
             raise sqlite3.OperationalError("database is locked (by another thread of this process)")
         self.holds_write_lock = True
         try:
+            if (forks_lock := ForkedWriters.lock_file) is not None:
+                fcntl.lockf(forks_lock, fcntl.LOCK_EX)  # the kernel wakes the next writer the moment it is free
+                self.holds_forks_lock = forks_lock
             yield
         except BaseException:
             self._free_write_lock()
@@ -143,12 +152,50 @@ class _SerialisedConnection(sqlite3.Connection):
     def _free_write_lock(self) -> None:
         if self.holds_write_lock:
             self.holds_write_lock = False
+            if self.holds_forks_lock is not None:
+                forks_lock, self.holds_forks_lock = self.holds_forks_lock, None
+                with contextlib.suppress(OSError):  # closed with its ``ForkedWriters``: nothing is held
+                    fcntl.lockf(forks_lock, fcntl.LOCK_UN)
             self.write_lock.release()
+
+
+class ForkedWriters:
+    """While open, SQLite writers of this process and of every process it forks queue on one lock.
+
+    An fcntl lock on an unlinked file that all of them hold open from the fork on: the kernel hands
+    it to the next waiting process the moment a transaction ends, and frees it when a holder dies.
+    Such locks belong to a process, not a thread: each process's threads queue on their engine's
+    lock first (one store per run: two engines of one process would share this one lock).
+    """
+
+    lock_file: int | None = None  # the open one's descriptor, inherited by the processes forked meanwhile
+
+    def __init__(self) -> None:
+        descriptor, path = tempfile.mkstemp(prefix="datasync-writers-")
+        os.unlink(path)
+        self._outer = ForkedWriters.lock_file  # one opened while another is: the outer one's again at close
+        self._descriptor = ForkedWriters.lock_file = descriptor
+
+    def close(self) -> None:
+        ForkedWriters.lock_file = self._outer
+        os.close(self._descriptor)
 
 
 def _serialised_connection(lock: threading.Lock) -> type[_SerialisedConnection]:
     """The connection class for one engine: its connections share ``lock``."""
     return type("SerialisedConnection", (_SerialisedConnection,), {"write_lock": lock})
+
+
+_connection_classes: dict[Engine, type[_SerialisedConnection]] = {}  # each SQLite engine's (``_create_engine``)
+
+
+def adopt_after_fork(engine: Engine) -> None:
+    """Make an engine inherited at a fork this process's own, in the forked process: a pool without the
+    parent's connections (left open: they are the parent's) and, on SQLite, a write lock no thread of the
+    parent can have held at the fork. Its compiled statements stay, which a new engine would compile again."""
+    engine.dispose(close=False)
+    if (connection_class := _connection_classes.get(engine)) is not None:
+        connection_class.write_lock = threading.Lock()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:

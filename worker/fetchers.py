@@ -1,42 +1,57 @@
-"""Fetch + parse + normalise in worker processes, for a CPU-bound ``datasync sync --jobs N``.
+"""Dataset syncs, or their fetch and parse, in worker processes, for a CPU-bound ``datasync sync --jobs N``.
 
 Threads of one process take turns on the GIL: on a run whose hosts allow many requests per second,
-``--jobs 4`` spends its time waiting for the lock that the HTTP client and the parser hold, and is
-no faster than ``--jobs 1``. ``Fetchers`` forks worker processes at the start of such a run; a
-thread that syncs a dataset hands its fetch, parse and normalise (``pipeline.fetch_here``) to a
-free process and waits, and the store work stays in the thread. The process runs the same
-function on its own HTTP session, so the result is the one the thread would have computed.
+``--jobs 4`` spends its time waiting for the lock that the HTTP client, the parser and the store's
+SQL hold, and is no faster than ``--jobs 1``. ``Fetchers`` forks worker processes at the start of
+such a run, and a thread that syncs a dataset hands work to a free process and waits:
+
+- on SQLite, the whole sync (``pipeline.sync_here``: lease, fetch, parse, normalise, both store
+  transactions), run under the thread's name as the lease owner: with the store's writes left in
+  the parent, its transactions under SQLite's single writer were the whole run's bottleneck;
+- on PostgreSQL, the fetch, parse and normalise (``pipeline.fetch_here``), the store work staying in
+  the threads, whose transactions overlap on the server (a process's own store round trips would
+  leave its core idle: measured slower).
+
+The process works on its own HTTP session and store connections, so the store holds what the thread
+would have written. The thread keeps what outlives the dataset: in-process retries, webhooks, progress.
 
 Politeness stays the parent's: the process's throttle and host health are stand-ins that ask the
 waiting thread, which enters the parent's own throttle slot, pacing cue and host health on its
 behalf. So a host's limits hold across threads and processes exactly as they do for threads alone.
-A dataset with credentials is fetched in its thread: secrets never leave the parent.
+On SQLite the processes' writing transactions queue on one lock they share (``models.db``), so a
+writer starts the moment the last commits instead of sleeping in SQLite's busy handler.
+A dataset with credentials is synced in its thread: secrets never leave the parent.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import dataclasses
 import os
+import pickle
 import queue
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from models.db import ForkedWriters, adopt_after_fork
+from models.types import utcnow
 from scrapers import SOURCES
 from scrapers.errors import SyncError, TransientError
-from scrapers.http import HostHealth, HttpClient, NotModified, Validators, host_of
-from scrapers.normalise import Limits, OptionList
+from scrapers.http import HostHealth, NotModified, Validators, host_of
+from scrapers.normalise import OptionList
 from scrapers.throttle import HostLimits
 from worker.catalogue import CatalogueEntry
+from worker.context import SyncContext
+from worker.outcome import SyncOutcome
+from worker.pipeline import SyncOptions, end_left_sync, fetch_here, sync_here
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
 Fetched = tuple[OptionList, Validators, int]  # what ``pipeline.fetch_here`` returns
-FetchHere = Callable[[CatalogueEntry, HttpClient, Limits, Validators | None], Fetched]
 
 # Below this many requests per second over all of a run's hosts, politeness, not the CPU, sets the
 # run's pace (the shipped limits allow 2 per host): worker processes would cost memory for nothing.
@@ -70,11 +85,20 @@ class _Unchanged:
 
 
 @dataclass(frozen=True)
+class _Raised:
+    """Any other exception, pickled (a store that stopped answering fails the run as it would in the thread)."""
+
+    pickled: bytes
+
+
+@dataclass(frozen=True)
 class _Bug:
     description: str
 
 
-Answer = Fetched | _Refusal | _Unchanged | _Bug
+Answer = Fetched | SyncOutcome | _Refusal | _Unchanged | _Raised | _Bug
+Answered = TypeVar("Answered", tuple[Any, ...], SyncOutcome)
+Task = tuple[Any, ...]  # ("fetch", key, validators) or ("sync", key, owner, options)
 
 
 class _Parent:
@@ -151,36 +175,44 @@ class _ParentHealth(HostHealth):
 
 @dataclass(frozen=True)
 class _Run:
-    """What a worker process inherits at the fork: the run's datasets, client and limits."""
+    """What a worker process inherits at the fork: the run's datasets and context."""
 
     entries: dict[str, CatalogueEntry]
-    http: HttpClient
-    limits: Limits
-    fetch_here: FetchHere
+    ctx: SyncContext
 
 
 def _serve(pipe: Connection, run: _Run) -> None:
-    """A worker process's loop: one dataset (its key, the validators to send) at a time until None.
-    Ctrl-C is the parent's to handle."""
+    """A worker process's loop: one task at a time until None. Ctrl-C is the parent's to handle."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = _Parent(pipe)
-    own = run.http.with_politeness(_ParentThrottle(parent), _ParentHealth(parent))
+    http = run.ctx.http.with_politeness(_ParentThrottle(parent), _ParentHealth(parent))
+    adopt_after_fork(run.ctx.sessions.kw["bind"])
+    ctx = dataclasses.replace(run.ctx, http=http, fetchers=None)
     with contextlib.suppress(EOFError, OSError):  # the parent is gone: nothing is left to answer
         while (task := pipe.recv()) is not None:
-            key, validators = task
-            fetch = functools.partial(run.fetch_here, run.entries[key], own, run.limits, validators)
-            parent.send(("done", _answer(fetch)))
+            parent.send(("done", _answer(lambda: _perform(task, run.entries[task[1]], ctx))))
 
 
-def _answer(fetch: Callable[[], Fetched]) -> Answer:
+def _perform(task: Task, entry: CatalogueEntry, ctx: SyncContext) -> Fetched | SyncOutcome:
+    if task[0] == "fetch":
+        return fetch_here(entry, ctx.http, ctx.limits, task[2])
+    return sync_here(entry, ctx, task[2], task[3])
+
+
+def _answer(work: Callable[[], Fetched | SyncOutcome]) -> Answer:
     try:
-        return fetch()
+        return work()
     except NotModified as unchanged:
         return _Unchanged(unchanged.url, unchanged.reason)
     except SyncError as error:
         return _Refusal.of(error)
-    except Exception as error:  # a bug: the thread reports it as the dataset's internal error
-        return _Bug(f"{type(error).__name__}: {error}")
+    except Exception as error:  # the thread raises it as its own (an unreachable store) or as an internal error
+        try:
+            pickled = pickle.dumps(error)
+            pickle.loads(pickled)  # some exceptions pickle but cannot be rebuilt from what they pickled
+        except Exception:
+            return _Bug(f"{type(error).__name__}: {error}")
+        return _Raised(pickled)
 
 
 class _Errands:
@@ -243,25 +275,29 @@ class _Errands:
             self.entered.pop().__exit__(None, None, None)
 
 
+class _Died(Exception):
+    """The process ended before it answered."""
+
+
 class Fetchers:
     """Forked worker processes, one dataset each at a time, over a pipe of their own.
 
     Forked at the start of a run, before its threads exist, so a process inherits the imported
     sources and parsers and no lock a thread holds. A plain ``os.fork``: the after-fork hooks
     libraries register with ``multiprocessing`` (kombu closes its broker channels there, reading
-    from the parent's socket) must not run in a process that only fetches; it ends with
+    from the parent's socket) must not run in a process that only syncs; it ends with
     ``os._exit``, so nothing of the parent's (connections, atexit handlers) is finalised in it. A
-    process that dies fails the dataset it was on (transient, so it is retried) and its place is
-    taken by fetching in the calling thread.
+    process that dies fails the dataset it was on (``fetcher_died``, transient, so it is retried:
+    ``pipeline.end_left_sync``) and its place is taken by syncing in the calling thread.
     """
 
-    def __init__(
-        self, processes: int, entries: list[CatalogueEntry], http: HttpClient, limits: Limits, fetch_here: FetchHere
-    ) -> None:
+    def __init__(self, processes: int, entries: list[CatalogueEntry], ctx: SyncContext) -> None:
         from multiprocessing.connection import Pipe  # only a CPU-bound run pays for this import
 
-        self._run = _Run({entry.key: entry for entry in entries}, http, limits, fetch_here)
-        self._targets = {"throttle": http.throttle, "health": http.host_health}
+        self._run = _Run({entry.key: entry for entry in entries}, ctx)
+        self._targets = {"throttle": ctx.http.throttle, "health": ctx.http.host_health}
+        self.whole_syncs = ctx.sessions.kw["bind"].dialect.name == "sqlite"
+        self._writers = ForkedWriters() if self.whole_syncs else None
         self.pids: list[int] = []
         self._pipes: list[Connection] = []
         self._free: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
@@ -287,76 +323,108 @@ class Fetchers:
 
     @staticmethod
     def offers(entry: CatalogueEntry) -> bool:
-        """Whether ``entry`` may be fetched in a worker process: not when it has credentials."""
+        """Whether ``entry`` may be synced in a worker process: not when it has credentials."""
         return not SOURCES[entry.source].credential_variables(entry)
 
     def takes(self, entry: CatalogueEntry) -> bool:
         """Whether this run's processes fetch ``entry`` (one of the datasets they were forked with)."""
         return self._run.entries.get(entry.key) == entry
 
+    def syncs(self, entry: CatalogueEntry) -> bool:
+        """Whether this run's processes sync ``entry`` whole (on SQLite), not only fetch it."""
+        return self.whole_syncs and self.takes(entry)
+
+    def sync(self, entry: CatalogueEntry, owner: str, options: SyncOptions) -> SyncOutcome:
+        """``pipeline.sync_here`` in a free worker process, its lease held as ``owner`` (in this thread
+        once none is left)."""
+        ctx, since = self._run.ctx, utcnow()
+        try:
+            answer = self._handed(("sync", entry.key, owner, options))
+        except _Died:
+            return end_left_sync(entry, ctx, owner, since, _died(entry), options)
+        if answer is None:
+            return sync_here(entry, ctx, owner, options)
+        return _result(answer, SyncOutcome)
+
     def fetch(self, entry: CatalogueEntry, validators: Validators | None) -> Fetched:
-        """``fetch_here`` in a free worker process (in this thread once none is left)."""
-        run = self._run
+        """``pipeline.fetch_here`` in a free worker process (in this thread once none is left)."""
+        ctx = self._run.ctx
+        try:
+            answer = self._handed(("fetch", entry.key, validators))
+        except _Died:
+            raise _died(entry) from None
+        if answer is None:
+            return fetch_here(entry, ctx.http, ctx.limits, validators)
+        return _result(answer, tuple)
+
+    def _handed(self, task: Task) -> Answer | None:
+        """The answer of a free process to ``task``, doing its errands meanwhile; None when no process is left."""
         pipe = self._free.get()
         if pipe is None:
             self._free.put(None)
-            return run.fetch_here(entry, run.http, run.limits, validators)
+            return None
         errands = _Errands(self._targets)
         try:
-            pipe.send((entry.key, validators))
+            pipe.send(task)
             answer = errands.until_done(pipe)
         except (EOFError, OSError):
             self._free.put(None)
-            raise TransientError(
-                "fetcher_died", f"{entry.url}: the process fetching this page ended unexpectedly"
-            ) from None
+            raise _Died() from None
         except BaseException:
             self._free.put(None)  # the process may be mid-dataset: it is not handed out again
             raise
         finally:
             errands.leave_all()
         self._free.put(pipe)
-        return _result(answer)
+        return answer
 
     def close(self) -> None:
         """Ask each process to end, and end any that does not."""
         for pipe in self._pipes:
             with contextlib.suppress(OSError):
                 pipe.send(None)
-            pipe.close()
-        for pid in self.pids:
-            _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    """Wait for a process asked to end; kill it after ``EXIT_SECONDS``."""
-    deadline = time.monotonic() + EXIT_SECONDS
-    with contextlib.suppress(ChildProcessError):  # already reaped
-        while os.waitpid(pid, os.WNOHANG) == (0, 0):
-            if time.monotonic() > deadline:
+        deadline = time.monotonic() + EXIT_SECONDS
+        for pipe, pid in zip(self._pipes, self.pids, strict=True):
+            if not _ended(pipe, deadline):
                 os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):  # already reaped
                 os.waitpid(pid, 0)
-                return
-            time.sleep(0.01)
+            pipe.close()
+        if self._writers is not None:
+            self._writers.close()
 
 
-def _result(answer: Answer) -> Fetched:
+def _died(entry: CatalogueEntry) -> TransientError:
+    return TransientError("fetcher_died", f"{entry.url}: the process fetching this page ended unexpectedly")
+
+
+def _ended(pipe: Connection, deadline: float) -> bool:
+    """Whether a process asked to end has ended by ``deadline``: its end of the pipe closes as it exits."""
+    try:
+        while pipe.poll(max(0.0, deadline - time.monotonic())):
+            pipe.recv_bytes()  # an answer nobody waits for any more
+    except (EOFError, OSError):
+        return True
+    return False
+
+
+def _result(answer: Answer, expected: type[Answered]) -> Answered:
+    """The value a process answered, or the exception it raised, raised here."""
     if isinstance(answer, _Unchanged):
         raise NotModified(answer.url, answer.reason)
     if isinstance(answer, _Refusal):
         raise answer.error()
+    if isinstance(answer, _Raised):
+        raise pickle.loads(answer.pickled)
     if isinstance(answer, _Bug):
-        raise RuntimeError(f"in a fetching process: {answer.description}")
+        raise RuntimeError(f"in a worker process: {answer.description}")
+    if not isinstance(answer, expected):
+        raise RuntimeError(f"in a worker process: {type(answer).__name__} answered, not {expected.__name__}")
     return answer
 
 
 def fetchers_for(
-    entries: Iterable[CatalogueEntry],
-    jobs: int,
-    host_limits: HostLimits,
-    http: HttpClient,
-    limits: Limits,
-    fetch_here: FetchHere,
+    entries: Iterable[CatalogueEntry], jobs: int, host_limits: HostLimits, ctx: SyncContext
 ) -> Fetchers | None:
     """Worker processes when they pay: several jobs, several cores, and hosts that allow a CPU-bound pace."""
     cores = _usable_cores()
@@ -366,7 +434,7 @@ def fetchers_for(
     allowed = sum(host_limits.for_host(host).per_second for host in {host_of(entry.url) for entry in taken})
     if len(taken) < 2 or allowed < CPU_BOUND_REQUESTS_PER_SECOND:
         return None
-    return Fetchers(min(jobs, cores), taken, http, limits, fetch_here)
+    return Fetchers(min(jobs, cores), taken, ctx)
 
 
 def _usable_cores() -> int:

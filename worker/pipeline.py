@@ -20,7 +20,7 @@ from models import lease
 from models.datasets import StoredDataset, table_of_factory
 from models.db import engine_of, reading
 from models.diff import OptionsDiff
-from models.schema import SyncState
+from models.schema import SyncRun, SyncState
 from models.types import utcnow
 from models.upsert import (
     DatasetSpec,
@@ -71,19 +71,53 @@ def sync_dataset(
     validators; ``accept_changes`` applies what the guard rails would hold or an operator rejected.
     The store sees two transactions: the start (lease, state, skip or running row) and the end
     (everything the sync writes, and the lease freed). The start runs on a Core connection, as does a
-    304's end: no ORM session for the statements every sync runs.
+    304's end: no ORM session for the statements every sync runs. On a CPU-bound run on SQLite a worker process
+    does it all (``worker.fetchers``) for this thread, under this thread's name as the lease owner.
     """
-    owner, started = ctx.worker_id, utcnow()
+    options = SyncOptions(trigger, force, refetch, accept_changes, attempt, may_retry, requested_at)
+    if ctx.fetchers is not None and ctx.fetchers.syncs(entry):
+        outcome = ctx.fetchers.sync(entry, ctx.worker_id, options)
+    else:
+        outcome = sync_here(entry, ctx, ctx.worker_id, options)
+    webhooks.after_sync(ctx, entry, outcome)  # after commit; never raises, never waits
+    return outcome
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """How ``sync_dataset`` was asked to sync (its keyword arguments): what a worker process is handed."""
+
+    trigger: str = "cli"
+    force: bool = False
+    refetch: bool = False
+    accept_changes: bool = False
+    attempt: int = 1
+    may_retry: bool = False
+    requested_at: datetime | None = None
+
+
+def sync_here(entry: CatalogueEntry, ctx: SyncContext, owner: str, options: SyncOptions) -> SyncOutcome:
+    """``sync_dataset`` in this process, its lease held as ``owner``, without the webhooks."""
+    started = utcnow()
     with engine_of(ctx.sessions).begin() as connection:
-        begun = _start(connection, entry, ctx, owner, started, trigger, force, refetch, requested_at, attempt)
+        begun = _start(
+            connection,
+            entry,
+            ctx,
+            owner,
+            started,
+            options.trigger,
+            options.force,
+            options.refetch,
+            options.requested_at,
+            options.attempt,
+        )
     if isinstance(begun, SyncOutcome):
         return begun
     run_id, validators = begun
     with lease.kept(ctx.sessions, entry.key, owner, ctx.settings.lease_seconds) as renewal:
         sync = _Sync(entry, ctx, run_id, started, owner, renewal)
-        outcome = _run(sync, validators, accept_changes=accept_changes, may_retry=may_retry)
-    webhooks.after_sync(ctx, entry, outcome)  # after commit; never raises, never waits
-    return outcome
+        return _run(sync, validators, accept_changes=options.accept_changes, may_retry=options.may_retry)
 
 
 def _start(
@@ -169,8 +203,9 @@ def fetch_options(
     """Fetch, parse and normalise one source; raises ``NotModified`` or ``SyncError``.
 
     Returns the list, the validators worth keeping (the source decides which: ``kept_validators``)
-    and the body bytes downloaded (``sync_runs.bytes_fetched``). On a CPU-bound run the work goes to
-    a worker process (``worker.fetchers``), which runs ``fetch_here`` under this process's politeness.
+    and the body bytes downloaded (``sync_runs.bytes_fetched``). On a CPU-bound run on PostgreSQL (or
+    a dry run) the work goes to a worker process (``worker.fetchers``), which runs ``fetch_here``
+    under this process's politeness.
     """
     if ctx.fetchers is not None and ctx.fetchers.takes(entry):
         return ctx.fetchers.fetch(entry, validators)
@@ -350,6 +385,47 @@ def _store_failure(
         finish_state(session, entry.key, sync.owner, "failed", now)
     log.warning("sync of %s failed (%s): %s", entry.key, kind, message)
     return outcome
+
+
+def end_left_sync(
+    entry: CatalogueEntry, ctx: SyncContext, owner: str, since: datetime, error: SyncError, options: SyncOptions
+) -> SyncOutcome:
+    """The end of a sync a worker process died running for this thread since ``since`` (``worker.fetchers``).
+
+    Its 'running' row fails with ``error``, as if the fetch had raised it here; a sync the process
+    had already ended keeps the record it wrote; one it had not yet started (nothing fetched) runs here.
+    """
+    with reading(ctx.sessions)() as session:
+        run = session.scalars(
+            select(SyncRun)
+            .where(SyncRun.dataset_key == entry.key, SyncRun.worker == owner[:255], SyncRun.started_at >= since)
+            .order_by(SyncRun.id.desc())
+            .limit(1)
+        ).first()
+    if run is None:
+        return sync_here(entry, ctx, owner, options)
+    if run.status != "running":
+        return _recorded_outcome(run)
+    will_retry = error.transient and options.may_retry
+    with lease.kept(ctx.sessions, entry.key, owner, ctx.settings.lease_seconds) as renewal:
+        sync = _Sync(entry, ctx, run.id, run.started_at, owner, renewal)
+        return _store_failure(sync, error.kind, error.message, transient=error.transient, will_retry=will_retry)
+
+
+def _recorded_outcome(run: SyncRun) -> SyncOutcome:
+    return SyncOutcome(
+        run.dataset_key,
+        run.status,
+        run.version_after,
+        run.options_after,
+        OptionsDiff.from_json(run.changes),
+        tuple(run.warnings),
+        error_kind=run.error_kind,
+        error=run.error_message,
+        will_retry=run.will_retry,
+        run_id=run.id,
+        bytes_fetched=run.bytes_fetched,
+    )
 
 
 def hold_reason(current: StoredDataset | None, new: OptionList, settings: Settings) -> str | None:

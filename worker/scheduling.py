@@ -115,11 +115,10 @@ class HostScheduler:
 
 @contextlib.contextmanager
 def _fetchers_lent(ctx: SyncContext, entries: list[CatalogueEntry], jobs: int, limits: HostLimits) -> Iterator[None]:
-    """Worker processes for the run's fetching and parsing when it is CPU-bound (``worker.fetchers``)."""
+    """Worker processes for the run's syncs when it is CPU-bound (``worker.fetchers``)."""
     from worker.fetchers import fetchers_for
-    from worker.pipeline import fetch_here
 
-    fetchers = fetchers_for(entries, jobs, limits, ctx.http, ctx.limits, fetch_here)
+    fetchers = fetchers_for(entries, jobs, limits, ctx)
     if fetchers is None:
         yield
         return

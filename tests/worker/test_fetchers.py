@@ -3,6 +3,7 @@ parent's politeness, and a clean failure when a process dies. Real local upstrea
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing.util
 import os
@@ -12,21 +13,26 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
+import worker.fetchers
 from benchmarks.source import HEAVY_PAGE, page
 from models.datasets import table_of
+from models.schema import SyncRun, SyncState
+from models.types import utcnow
 from scrapers.errors import PermanentError, TransientError
-from scrapers.http import HttpClient, NotModified, UrlRewrites, Validators
-from scrapers.normalise import Limits
+from scrapers.http import NotModified
 from scrapers.throttle import HostLimit, HostLimits, LocalThrottle
 from tests.upstream import Scripted, Upstream
 from worker.catalogue import CatalogueEntry, load_catalogue
 from worker.context import SyncContext
-from worker.fetchers import Fetched, Fetchers, fetchers_for
+from worker.fetchers import Fetchers, fetchers_for
 from worker.outcome import SyncOutcome
-from worker.pipeline import fetch_here, sync_dataset
+from worker.pipeline import SyncOptions, end_left_sync, fetch_here, sync_dataset, sync_here
 from worker.scheduling import run_per_host
 from worker.settings import Settings
 
@@ -71,19 +77,9 @@ def fast_ctx(store_url: str, upstream: Upstream) -> Iterator[SyncContext]:
 
 @pytest.fixture
 def fetchers(fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry]) -> Iterator[Fetchers]:
-    processes = Fetchers(2, heavy_entries, fast_ctx.http, fast_ctx.limits, fetch_here)
+    processes = Fetchers(2, heavy_entries, fast_ctx)
     yield processes
     processes.close()
-
-
-@pytest.fixture
-def fetchers_args(upstream: Upstream) -> Iterator[tuple[HttpClient, Limits]]:
-    """A client and limits for processes that need no store."""
-    http = HttpClient(
-        user_agent="datasync-test", rewrites=UrlRewrites(upstream.rewrites()), throttle=LocalThrottle(limits_with())
-    )
-    yield http, Limits()
-    http.close()
 
 
 def sync_all(ctx: SyncContext, entries: list[CatalogueEntry], jobs: int) -> list[SyncOutcome]:
@@ -92,26 +88,52 @@ def sync_all(ctx: SyncContext, entries: list[CatalogueEntry], jobs: int) -> list
 
 
 def test_a_run_with_processes_stores_exactly_what_the_threads_store(
-    fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry], monkeypatch: pytest.MonkeyPatch
+    fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """On SQLite each sync runs whole in a worker process (both transactions there), on PostgreSQL its
+    fetch does; either way under the waiting thread's name: the rows, run records and freed leases
+    the threads write."""
     lent: list[list[int]] = []
-    original = Fetchers.fetch
+    original = Fetchers.__init__
 
-    def noting(self: Fetchers, entry: CatalogueEntry, validators: Validators | None) -> Fetched:
+    def noting(self: Fetchers, *args: Any) -> None:
+        original(self, *args)
         lent.append(self.pids)
-        return original(self, entry, validators)
 
-    monkeypatch.setattr(Fetchers, "fetch", noting)
+    monkeypatch.setattr(Fetchers, "__init__", noting)
+    done_in = {name: tmp_path / name for name in ("sync_here", "fetch_here")}
+    for name, log in done_in.items():
+        monkeypatch.setattr(worker.fetchers, name, noting_the_process(getattr(worker.fetchers, name), log))
     by_thread = {entry.key: fetch_here(entry, fast_ctx.http, fast_ctx.limits, None) for entry in heavy_entries}
     outcomes = sync_all(fast_ctx, heavy_entries, jobs=4)
-    assert len(lent) == PAGES and os.getpid() not in lent[0]  # every dataset went to a worker process
+    [pids] = lent
+    on_sqlite = fast_ctx.sessions.kw["bind"].dialect.name == "sqlite"
+    in_processes = done_in["sync_here" if on_sqlite else "fetch_here"].read_text().split()
+    assert len(in_processes) == PAGES and set(map(int, in_processes)) <= set(pids) and os.getpid() not in pids
     assert [(o.key, o.status, o.options) for o in outcomes] == [(e.key, "created", 50) for e in heavy_entries]
     with fast_ctx.sessions() as session:
         table = table_of(session)
         for entry in heavy_entries:
             row = table.load(session, entry.key)
             assert row is not None and row.options == by_thread[entry.key][0].options
+        runs = session.scalars(select(SyncRun)).all()
+        states = session.scalars(select(SyncState)).all()
+    thread_names = f"{fast_ctx.process_id}:"  # the waiting threads' names: this process, as the threads write it
+    assert len(runs) == PAGES and all(run.status == "created" and run.worker.startswith(thread_names) for run in runs)
+    assert {run.id for run in runs} == {outcome.run_id for outcome in outcomes}
+    assert all(state.lease_owner is None and state.last_status == "created" for state in states)
     assert fast_ctx.fetchers is None  # lent for the run only
+
+
+def noting_the_process(work: Callable[..., Any], log: Path) -> Callable[..., Any]:
+    """``work``, noting in ``log`` the pid of each process that runs it."""
+
+    def noted(*args: Any) -> Any:
+        with log.open("a") as lines:
+            lines.write(f"{os.getpid()}\n")
+        return work(*args)
+
+    return noted
 
 
 def test_a_fetch_in_a_process_equals_the_fetch_in_the_thread(
@@ -154,7 +176,7 @@ def test_a_host_given_up_after_a_processs_timeouts_is_given_up_for_every_process
     context = SyncContext.from_settings(settings, LocalThrottle(limits_with()))
     silent, next_one = heavy_entries[:2]
     upstream.script(silent.url, Scripted(delay=5))
-    fetchers = Fetchers(2, heavy_entries, context.http, context.limits, fetch_here)
+    fetchers = Fetchers(2, heavy_entries, context)
     try:
         with pytest.raises(TransientError) as timed_out:
             fetchers.fetch(silent, None)
@@ -183,7 +205,7 @@ def test_a_process_killed_mid_request_fails_its_dataset_in_one_line_and_frees_it
     context = SyncContext.from_settings(settings, throttle)
     stuck, after = heavy_entries[:2]
     upstream.script(stuck.url, Scripted(delay=60))
-    fetchers = Fetchers(1, heavy_entries, context.http, context.limits, fetch_here)
+    fetchers = Fetchers(1, heavy_entries, context)
     try:
         failed: list[BaseException] = []
 
@@ -216,7 +238,7 @@ def test_the_parents_throttle_spaces_every_processs_requests(
     the spacing on the wire (each process with a throttle of its own would send them together)."""
     throttle = LocalThrottle(limits_with(f"{HOST}=4:20"))
     http = fast_ctx.http.with_politeness(throttle, fast_ctx.http.host_health)
-    fetchers = Fetchers(2, heavy_entries, http, fast_ctx.limits, fetch_here)
+    fetchers = Fetchers(2, heavy_entries, dataclasses.replace(fast_ctx, http=http))
     try:
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda entry: fetchers.fetch(entry, None), heavy_entries))
@@ -242,11 +264,11 @@ def _after_a_multiprocessing_fork(resource: _Resource) -> None:
 
 
 def test_a_process_runs_no_hook_of_a_multiprocessing_fork(
-    fetchers_args: tuple[HttpClient, Limits], heavy_entries: list[CatalogueEntry], tmp_path: Path
+    fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry], tmp_path: Path
 ) -> None:
     resource = _Resource(tmp_path / "hook-ran")
     multiprocessing.util.register_after_fork(resource, _after_a_multiprocessing_fork)
-    fetchers = Fetchers(1, heavy_entries, *fetchers_args, fetch_here)
+    fetchers = Fetchers(1, heavy_entries, fast_ctx)
     try:
         assert fetchers.fetch(heavy_entries[0], None)[0].options
     finally:
@@ -256,13 +278,96 @@ def test_a_process_runs_no_hook_of_a_multiprocessing_fork(
 
 def test_processes_only_when_the_run_is_cpu_bound(fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry]) -> None:
     polite = HostLimits(HostLimit(2, 2.0))
-    tools = (fast_ctx.http, fast_ctx.limits, fetch_here)
-    assert fetchers_for(heavy_entries, 4, polite, *tools) is None  # the shipped limits: politeness sets the pace
-    assert fetchers_for(heavy_entries, 1, limits_with(), *tools) is None  # --jobs 1 stays in its thread
-    lent = fetchers_for(heavy_entries, 4, limits_with(), *tools)
+    assert fetchers_for(heavy_entries, 4, polite, fast_ctx) is None  # the shipped limits: politeness sets the pace
+    assert fetchers_for(heavy_entries, 1, limits_with(), fast_ctx) is None  # --jobs 1 stays in its thread
+    lent = fetchers_for(heavy_entries, 4, limits_with(), fast_ctx)
     try:
         cores = len(os.sched_getaffinity(0))
         assert (len(lent.pids) if lent else 0) == (min(4, cores) if cores > 1 else 0)
     finally:
         if lent is not None:
             lent.close()
+
+
+def test_a_process_killed_mid_sync_fails_its_dataset_as_fetcher_died_and_frees_its_lease(
+    upstream: Upstream, heavy_entries: list[CatalogueEntry], store_url: str
+) -> None:
+    """The process had started the sync (lease, 'running' row): the waiting thread ends that run
+    as the fetch raising ``fetcher_died`` would have; nothing of the page is stored."""
+    settings = Settings(database_url=store_url, url_rewrites=upstream.rewrites())
+    throttle = LocalThrottle(limits_with(f"{HOST}=1:1000"))
+    context = SyncContext.from_settings(settings, throttle)
+    stuck, after = heavy_entries[:2]
+    upstream.script(stuck.url, Scripted(delay=60))
+    context.fetchers = fetchers = Fetchers(1, heavy_entries, context)
+    try:
+        outcomes: list[SyncOutcome] = []
+        sync = lambda: outcomes.append(sync_dataset(stuck, context, may_retry=True))  # noqa: E731
+        thread = threading.Thread(target=sync)
+        thread.start()
+        wait_for(lambda: bool(upstream.hits(stuck.url)))  # mid-request, in the process
+        os.kill(fetchers.pids[0], signal.SIGKILL)
+        thread.join(30)
+        [outcome] = outcomes
+        assert (outcome.status, outcome.error_kind, outcome.transient, outcome.will_retry) == (
+            "failed",
+            "fetcher_died",
+            True,
+            True,
+        )
+        assert outcome.error == f"{stuck.url}: the process fetching this page ended unexpectedly"
+        with context.sessions() as session:
+            [run] = session.scalars(select(SyncRun)).all()
+            state = session.get_one(SyncState, stuck.key)
+            assert table_of(session).load(session, stuck.key) is None
+        assert (run.id, run.status, run.error_kind, run.will_retry) == (outcome.run_id, "failed", "fetcher_died", True)
+        assert run.worker is not None and run.worker.startswith(f"{context.process_id}:")
+        assert state.lease_owner is None and state.last_status == "failed"
+        assert throttle.wait_estimate(HOST) < math.inf  # the slot the process held was left
+        assert sync_dataset(after, context).status == "created"  # in this thread now
+    finally:
+        context.fetchers = None
+        fetchers.close()
+        context.close()
+
+
+def test_a_sync_its_process_ended_before_dying_keeps_the_record_the_process_wrote(
+    fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry]
+) -> None:
+    """Killed between its end's commit and its answer: the thread reports what was committed and writes nothing."""
+    entry, owner, since = heavy_entries[0], fast_ctx.worker_id, utcnow()
+    options = SyncOptions(trigger="cli", may_retry=True)
+    written = sync_here(entry, fast_ctx, owner, options)  # what the process committed
+    died = TransientError("fetcher_died", f"{entry.url}: the process fetching this page ended unexpectedly")
+    left = end_left_sync(entry, fast_ctx, owner, since, died, options)
+    assert (left.status, left.run_id, left.version, left.options, left.diff) == (
+        "created",
+        written.run_id,
+        written.version,
+        50,
+        written.diff,
+    )
+    with fast_ctx.sessions() as session:
+        [run] = session.scalars(select(SyncRun)).all()
+        assert run.status == "created" and session.get_one(SyncState, entry.key).last_status == "created"
+
+
+def test_a_sync_its_process_died_before_starting_runs_in_the_thread(
+    fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry], upstream: Upstream
+) -> None:
+    """No 'running' row: the process died before its start committed, so nothing was fetched yet."""
+    entry = heavy_entries[0]
+    died = TransientError("fetcher_died", f"{entry.url}: the process fetching this page ended unexpectedly")
+    left = end_left_sync(entry, fast_ctx, fast_ctx.worker_id, utcnow(), died, SyncOptions(trigger="cli"))
+    assert left.status == "created" and left.options == 50 and len(upstream.hits(entry.url)) == 1
+
+
+def test_a_store_error_in_a_process_ends_the_run_as_the_threads_would(
+    fast_ctx: SyncContext, heavy_entries: list[CatalogueEntry]
+) -> None:
+    """Not an internal error of one dataset: the store's own exception, which the CLI reports in one line (exit 2)."""
+    with fast_ctx.sessions.begin() as session:
+        session.execute(text("DROP TABLE sync_state"))
+    with pytest.raises(DBAPIError) as failed:
+        sync_all(fast_ctx, heavy_entries, jobs=4)
+    assert "sync_state" in str(failed.value)
