@@ -81,6 +81,13 @@ class Taken:
     row_stored: bool  # the stored validators describe a row that still exists
     run_id: int | None = None
 
+    def started_at(self, now: datetime) -> datetime:
+        """When the sync holding it started: ``now``, read before the lease was taken, or the previous
+        holder's end if later (the take waited for that end's row lock), so runs never seem to overlap.
+        The 'running' row ``take`` adds on PostgreSQL says the same (``_taking_and_starting``)."""
+        ended = self.state.last_attempt_at
+        return now if ended is None else max(now, ended)
+
 
 def take(
     session: Session, key: str, owner: str, ttl_seconds: float, now: datetime, run: Mapping[str, Any] | None = None
@@ -157,11 +164,16 @@ def _taking_and_starting(datasets: DatasetTable, run_columns: tuple[str, ...]) -
     taken) SELECT taken.*, started.id``. All parts see one snapshot: the closing of runs left 'running'
     never sees the row this statement adds, and neither happens when the lease is held elsewhere."""
     taken = _taking("postgresql", datasets).cte("taken")
-    columns = [bindparam(f"run_{name}", type_=RUNS.c[name].type) for name in run_columns]
+    columns = [_run_value(taken, name) for name in run_columns]
     started = insert(RUNS).from_select(run_columns, select(*columns).select_from(taken)).returning(RUNS.c.id)
     abandoned = _ABANDON_STALE_RUNS.where(exists(taken.select())).cte("abandoned")
     started_id = select(started.cte("started").c.id).scalar_subquery()
     return select(taken, started_id, NO_FLUSH_WAIT).add_cte(abandoned)
+
+
+def _run_value(taken: Any, name: str) -> Any:
+    value = bindparam(f"run_{name}", type_=RUNS.c[name].type)
+    return func.greatest(value, taken.c.last_attempt_at) if name == "started_at" else value  # ``Taken.started_at``
 
 
 def acquire(sessions: sessionmaker[Session], key: str, owner: str, ttl_seconds: float) -> bool:

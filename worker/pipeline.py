@@ -114,7 +114,7 @@ def sync_here(entry: CatalogueEntry, ctx: SyncContext, owner: str, options: Sync
         )
     if isinstance(begun, SyncOutcome):
         return begun
-    run_id, validators = begun
+    run_id, validators, started = begun
     with lease.kept(ctx.sessions, entry.key, owner, ctx.settings.lease_seconds) as renewal:
         sync = _Sync(entry, ctx, run_id, started, owner, renewal)
         return _run(sync, validators, accept_changes=options.accept_changes, may_retry=options.may_retry)
@@ -131,9 +131,10 @@ def _start(
     refetch: bool,
     requested_at: datetime | None,
     attempt: int,
-) -> tuple[int, Validators | None] | SyncOutcome:
+) -> tuple[int, Validators | None, datetime] | SyncOutcome:
     """Take the lease and decide, in the start transaction: the id of a 'running' row (committed at
-    once, so monitoring sees syncs in flight) and the validators to send, or the outcome of a sync
+    once, so monitoring sees syncs in flight), the validators to send and when the sync started
+    (``Taken.started_at``), or the outcome of a sync
     that stops here (busy, fresh, paused...) with the lease not kept. A skip is written by a session
     that joins the connection's transaction (it never ends it), so the start stays one transaction."""
     running = running_row(entry.key, trigger, owner, now, attempt)
@@ -149,8 +150,13 @@ def _start(
         with ctx.sessions(bind=connection) as session:
             lease.free(session, entry.key, owner)
             return add_skip(session, entry.key, trigger, owner, *skip, attempt=attempt, run_id=taken.run_id)
-    run_id = add_running(connection, entry.key, trigger, owner, now, attempt) if taken.run_id is None else taken.run_id
-    return run_id, None if refetch else _validators(state, taken.row_stored)
+    started = taken.started_at(now)
+    run_id = (
+        taken.run_id
+        if taken.run_id is not None
+        else add_running(connection, entry.key, trigger, owner, started, attempt)
+    )
+    return run_id, None if refetch else _validators(state, taken.row_stored), started
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from sqlalchemy import Connection, event, select
 from models import lease
 from models.db import get_engine
 from models.schema import Dataset, DatasetVersion, SyncRun, SyncState
+from models.types import utcnow
 from tests.conftest import expected_result
 from tests.sqlcount import SqlCount, counting
 from tests.upstream import Scripted, Upstream
@@ -212,6 +213,21 @@ def test_a_fresh_dataset_is_skipped_in_one_transaction(
     assert counted.transactions == 1, counted.texts
     assert stored_state(ctx).lease_owner is None
     assert run_statuses(ctx) == ["created", "skipped"]  # the start's 'running' row became the skip's record
+
+
+def test_a_sync_never_starts_before_the_end_of_the_last_holder_of_its_lease(
+    ctx: SyncContext, entry: CatalogueEntry
+) -> None:
+    """A take that waited for the last holder's end (its row lock, SQLite's write lock) read its clock
+    before that end: its run starts at that end, so two syncs of one dataset never seem to overlap."""
+    sync_dataset(entry, ctx)
+    last_end = utcnow() + timedelta(seconds=5)  # stamped by an end this sync's take waited for
+    with ctx.sessions.begin() as session:
+        session.get_one(SyncState, KEY).last_attempt_at = last_end
+    assert sync_dataset(entry, ctx, force=True).status == "unchanged"
+    with ctx.sessions() as session:
+        run = session.scalars(select(SyncRun).order_by(SyncRun.id.desc())).first()
+    assert run is not None and run.started_at == last_end
 
 
 def test_a_busy_dataset_is_skipped_in_one_transaction(
