@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from models.db import ForkedWriters, adopt_after_fork
+from models.db import ForkedWriters, adopt_after_fork, engine_of
 from models.types import utcnow
 from scrapers import SOURCES
 from scrapers.errors import SyncError, TransientError
@@ -186,7 +186,7 @@ def _serve(pipe: Connection, run: _Run) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = _Parent(pipe)
     http = run.ctx.http.with_politeness(_ParentThrottle(parent), _ParentHealth(parent))
-    adopt_after_fork(run.ctx.sessions.kw["bind"])
+    adopt_after_fork(engine_of(run.ctx.sessions))
     ctx = dataclasses.replace(run.ctx, http=http, fetchers=None)
     with contextlib.suppress(EOFError, OSError):  # the parent is gone: nothing is left to answer
         while (task := pipe.recv()) is not None:
@@ -296,7 +296,7 @@ class Fetchers:
 
         self._run = _Run({entry.key: entry for entry in entries}, ctx)
         self._targets = {"throttle": ctx.http.throttle, "health": ctx.http.host_health}
-        self.whole_syncs = ctx.sessions.kw["bind"].dialect.name == "sqlite"
+        self.whole_syncs = engine_of(ctx.sessions).dialect.name == "sqlite"
         self._writers = ForkedWriters() if self.whole_syncs else None
         self.pids: list[int] = []
         self._pipes: list[Connection] = []

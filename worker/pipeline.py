@@ -46,6 +46,7 @@ from worker.runs import (
     finish_state,
     finish_unchanged,
     hold_values,
+    own_name,
     running_row,
 )
 from worker.settings import Settings
@@ -134,9 +135,9 @@ def _start(
 ) -> tuple[int, Validators | None, datetime] | SyncOutcome:
     """Take the lease and decide, in the start transaction: the id of a 'running' row (committed at
     once, so monitoring sees syncs in flight), the validators to send and when the sync started
-    (``Taken.started_at``), or the outcome of a sync
-    that stops here (busy, fresh, paused...) with the lease not kept. A skip is written by a session
-    that joins the connection's transaction (it never ends it), so the start stays one transaction."""
+    (``Taken.started_at``), or the outcome of a sync that stops here (busy, fresh, paused...) with the
+    lease not kept. A skip is written by a session that joins the connection's transaction (it never
+    ends it), so the start stays one transaction."""
     running = running_row(entry.key, trigger, owner, now, attempt)
     datasets, ttl = table_of_factory(ctx.sessions), ctx.settings.lease_seconds
     taken = lease.take_on(connection, datasets, entry.key, owner, ttl, now, run=running)
@@ -404,7 +405,7 @@ def end_left_sync(
     with reading(ctx.sessions)() as session:
         run = session.scalars(
             select(SyncRun)
-            .where(SyncRun.dataset_key == entry.key, SyncRun.worker == owner[:255], SyncRun.started_at >= since)
+            .where(SyncRun.dataset_key == entry.key, SyncRun.worker == own_name(owner), SyncRun.started_at >= since)
             .order_by(SyncRun.id.desc())
             .limit(1)
         ).first()

@@ -247,8 +247,8 @@ def _end_unchanged_at_once(
     stamped (the row is gone or people's: the caller's transaction reads it and says which)."""
     finished = {f"run_{name}": value for name, value in _finished(outcome, started, now).items()}
     key, run = outcome.key, outcome.run_id
-    values = {"dataset": key, "now": now, "run_id": run, "run_worker": own_name(owner), "state_key": key}
-    values["lease_holder"] = owner
+    values = {"dataset": key, "now": now, "run_id": run, "state_key": key}
+    values |= {"run_worker": own_name(owner), "lease_holder": owner}
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT")
         with connection.begin():
