@@ -87,7 +87,9 @@ class Plan:
     mixed_repeats: int = 5
     mixed_nhs: int | None = None  # None: all 57 fixture pages
     mixed_rcpch: int | None = None  # None: all 7 lists
-    jobs_datasets: int = 100
+    # 100: the target's size; 1,000: the same run where the worker processes' fixed costs (forking, each
+    # process's first dataset, ending them: ~30 ms a run) no longer weigh on a run of a few tenths of a second
+    jobs_datasets: tuple[int, ...] = (100, 1000)
     jobs_repeats: int = 5
     parse_runs: int = 5
     parse_seconds: float = 1.0
@@ -109,7 +111,7 @@ QUICK = Plan(
     mixed_repeats=1,
     mixed_nhs=4,
     mixed_rcpch=2,
-    jobs_datasets=12,
+    jobs_datasets=(12,),
     jobs_repeats=1,
     parse_runs=5,
     parse_seconds=0.05,
@@ -130,6 +132,7 @@ COST_PER_DATASET = {
     (GROWTH_PHASES, "Celery", "sqlite"): 0.0075,
     (GROWTH_PHASES, "Celery", "postgresql"): 0.0086,
 }
+JOBS_COST_PER_DATASET = 0.017  # seconds for one repeat of the --jobs section (both stores, --jobs 1 and 4)
 COST_PER_REPEAT = {"CLI": 1.5, "Celery": 0.5}  # seconds: emptying the store, status's process start
 COST_PER_SET = {"CLI": 3.0, "Celery": 10.0}  # seconds: a store, an upstream, the workers' start
 
@@ -404,13 +407,13 @@ class Bench:
     # -- threads
 
     def jobs(self) -> None:
-        size = self.plan.jobs_datasets
-        catalogue = write_synthetic_catalogue(self.scratch / f"heavy-{size}.toml", size)
-        for store in self.plan.stores:
-            with noted(self.results, f"--jobs, {store}"):
-                rates = self.jobs_rates(store, size, catalogue)
-            row = {"store": store, "n": size, "repeats": self.plan.jobs_repeats}
-            self.results.jobs.append(row | {"rate_1": rates[1], "rate_4": rates[4]})
+        for size in self.plan.jobs_datasets:
+            catalogue = write_synthetic_catalogue(self.scratch / f"heavy-{size}.toml", size)
+            for store in self.plan.stores:
+                with noted(self.results, f"--jobs, {store}, N={size:,}"):
+                    rates = self.jobs_rates(store, size, catalogue)
+                row = {"store": store, "n": size, "repeats": self.plan.jobs_repeats}
+                self.results.jobs.append(row | {"rate_1": rates[1], "rate_4": rates[4]})
 
     def jobs_rates(self, store: str, size: int, catalogue: Path) -> dict[int, float]:
         """Median first-sync throughput at --jobs 1 and --jobs 4, interleaved so load bursts hit both alike."""
@@ -523,7 +526,7 @@ def section_cost(plan: Plan, section: str) -> float:
     mixed_run = 33.0 if plan.mixed_nhs is None else 5.0
     costs = {
         "mixed": 2 * plan.mixed_repeats * mixed_run,
-        "jobs": 4.0 * plan.jobs_repeats,
+        "jobs": plan.jobs_repeats * sum(1.0 + JOBS_COST_PER_DATASET * n for n in plan.jobs_datasets),
         "parse": 5 + 4 * plan.parse_runs * plan.parse_seconds,
         "process": 12.0 * plan.process_repeats,
     }
