@@ -8,13 +8,14 @@ SQL is counted here with ``tests/sqlcount.py``.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -48,15 +49,15 @@ def peak_rss_mb(pid: int | str = "self") -> float:
 
 
 @contextlib.contextmanager
-def write_locks(engine: Engine) -> Iterator[Counter[str]]:
-    """Count transactions that begin by taking SQLite's write lock (BEGIN IMMEDIATE/EXCLUSIVE), reads included."""
-    taken: Counter[str] = Counter()
-    guard = threading.Lock()
+def write_locks(engine: Engine) -> Iterator[Synchronized[int]]:
+    """Count transactions that begin by taking SQLite's write lock (BEGIN IMMEDIATE/EXCLUSIVE), reads included;
+    in shared memory, as ``tests/sqlcount.py`` counts, so the worker processes of ``--jobs`` add to it."""
+    taken: Synchronized[int] = multiprocessing.Value("q", 0)
 
     def on_statement(_connection: Any, _cursor: Any, text: str, *_: Any) -> None:
         if text.lstrip().upper().startswith(("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")):
-            with guard:
-                taken["write_locking"] += 1
+            with taken.get_lock():
+                taken.value += 1
 
     event.listen(engine, "before_cursor_execute", on_statement)
     try:
@@ -99,7 +100,7 @@ def run_sync(settings: Settings, command: SyncCommand) -> dict[str, Any]:
         "statements": sql.statements,
         "transactions": sql.transactions,
         "writing_transactions": sql.writing_transactions,
-        "write_locking_transactions": locks["write_locking"],
+        "write_locking_transactions": locks.value,
     }
 
 

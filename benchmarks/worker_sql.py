@@ -77,7 +77,7 @@ def _write_totals(final: bool) -> None:
         "statements": sql.statements,
         "transactions": sql.transactions,
         "writing_transactions": sql.writing_transactions,
-        "write_locking_transactions": locks["write_locking"],
+        "write_locking_transactions": locks.value,
     }
     write_atomically(directory / _totals["file"], json.dumps(totals))
 

@@ -2,12 +2,15 @@
 
 Shared by the store-path tests (bounds per dataset sync) and the benchmarks (figures per path).
 Counted with SQLAlchemy's engine events, so it sees exactly what reaches the database driver;
-``BEGIN`` issued by the SQLite begin hook is a transaction, not a statement.
+``BEGIN`` issued by the SQLite begin hook is a transaction, not a statement. The totals live in
+shared memory: a process forked inside the block (``datasync sync --jobs N`` on SQLite runs whole
+syncs in worker processes, ``worker.fetchers``) inherits the listeners and adds to the same totals.
 """
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import re
 import threading
 from collections.abc import Iterator
@@ -16,34 +19,57 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 
+_STATEMENTS, _TRANSACTIONS, _WRITING = range(3)
+
 
 @dataclass
 class SqlCount:
-    statements: int = 0
-    transactions: int = 0
-    writing_transactions: int = 0
-    texts: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  # this process's statements only
+    _totals: Any = field(default_factory=lambda: multiprocessing.RawArray("q", 3), repr=False)
+    _shared_lock: Any = field(default_factory=multiprocessing.Lock, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _writing: set[int] = field(default_factory=set, repr=False)
+
+    @property
+    def statements(self) -> int:
+        return int(self._totals[_STATEMENTS])
+
+    @property
+    def transactions(self) -> int:
+        return int(self._totals[_TRANSACTIONS])
+
+    @property
+    def writing_transactions(self) -> int:
+        return int(self._totals[_WRITING])
+
+    def reset(self) -> None:
+        """Start again from nothing: what follows is counted alone."""
+        with self._lock, self._shared_lock:
+            self._totals[:] = [0, 0, 0]
+            self.texts.clear()
+
+    def _add(self, total: int) -> None:
+        with self._shared_lock:
+            self._totals[total] += 1
 
     def _statement(self, connection: Connection, text: str) -> None:
         with self._lock:
             if text.lstrip().upper().startswith("BEGIN"):
                 return
-            self.statements += 1
+            self._add(_STATEMENTS)
             self.texts.append(text)
             if _writes(text):
                 self._writing.add(id(connection))
 
     def _begin(self, connection: Connection) -> None:
         with self._lock:
-            self.transactions += 1
+            self._add(_TRANSACTIONS)
             self._writing.discard(id(connection))
 
     def _end(self, connection: Connection) -> None:
         with self._lock:
             if id(connection) in self._writing:
-                self.writing_transactions += 1
+                self._add(_WRITING)
                 self._writing.discard(id(connection))
 
 
@@ -58,7 +84,7 @@ def _writes(text: str) -> bool:
 
 @contextlib.contextmanager
 def counting(engine: Engine) -> Iterator[SqlCount]:
-    """Count what ``engine`` runs inside the block (every thread of this process)."""
+    """Count what ``engine`` runs inside the block (every thread of this process and of processes it forks)."""
     count = SqlCount()
 
     def on_statement(connection: Connection, _cursor: Any, text: str, *_: Any) -> None:

@@ -1,8 +1,9 @@
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from models.db import get_engine
+from models.db import adopt_after_fork, get_engine
 from tests.sqlcount import counting
 
 
@@ -34,3 +35,26 @@ def test_a_with_statement_that_modifies_rows_is_a_writing_transaction_and_one_th
         with engine.begin() as connection:
             connection.execute(text("WITH m AS (SELECT 1 AS n) UPDATE t SET n = (SELECT n FROM m)"))
     assert (count.transactions, count.writing_transactions) == (2, 1)
+
+
+def test_a_process_forked_inside_the_block_adds_to_the_same_totals(tmp_path: Path) -> None:
+    """``sync --jobs N`` on SQLite runs whole syncs in forked worker processes: their SQL counts too."""
+    engine = engine_with_table(tmp_path, "n INTEGER")
+    with counting(engine) as count:
+        child = os.fork()
+        if child == 0:
+            code = 1
+            try:
+                adopt_after_fork(engine)
+                with engine.begin() as connection:
+                    connection.execute(text("INSERT INTO t VALUES (1)"))
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        with engine.begin() as connection:
+            connection.execute(text("SELECT n FROM t"))
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (count.statements, count.transactions, count.writing_transactions) == (2, 2, 1)
+    count.reset()
+    assert (count.statements, count.transactions, count.texts) == (0, 0, [])

@@ -44,8 +44,7 @@ def counted(ctx: SyncContext) -> Iterator[SqlCount]:
 
 def synced(ctx: SyncContext, entry: CatalogueEntry, count: SqlCount, **options: object) -> SyncOutcome:
     """One sync with only its own SQL in ``count``."""
-    count.statements = count.transactions = count.writing_transactions = 0
-    count.texts.clear()
+    count.reset()
     return sync_dataset(entry, ctx, **options)  # type: ignore[arg-type]
 
 
