@@ -7,18 +7,12 @@ SQL is counted here with ``tests/sqlcount.py``.
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.sharedctypes import Synchronized
 from typing import Any
-
-from sqlalchemy import Engine, event
 
 from models.db import get_engine
 from tests.sqlcount import counting
@@ -48,24 +42,6 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
-@contextlib.contextmanager
-def write_locks(engine: Engine) -> Iterator[Synchronized[int]]:
-    """Count transactions that begin by taking SQLite's write lock (BEGIN IMMEDIATE/EXCLUSIVE), reads included;
-    in shared memory, as ``tests/sqlcount.py`` counts, so the worker processes of ``--jobs`` add to it."""
-    taken: Synchronized[int] = multiprocessing.Value("q", 0)
-
-    def on_statement(_connection: Any, _cursor: Any, text: str, *_: Any) -> None:
-        if text.lstrip().upper().startswith(("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")):
-            with taken.get_lock():
-                taken.value += 1
-
-    event.listen(engine, "before_cursor_execute", on_statement)
-    try:
-        yield taken
-    finally:
-        event.remove(engine, "before_cursor_execute", on_statement)
-
-
 def run_sync(settings: Settings, command: SyncCommand) -> dict[str, Any]:
     """One sync of the whole catalogue as the CLI does it: its scheduler, retries and throttle."""
     entries = list(load_catalogue(settings.catalogue).entries)
@@ -86,7 +62,7 @@ def run_sync(settings: Settings, command: SyncCommand) -> dict[str, Any]:
 
     try:
         engine = get_engine(settings.database_url)
-        with counting(engine) as sql, write_locks(engine) as locks:
+        with counting(engine) as sql:
             started = time.perf_counter()
             outcomes = run_per_host(entries, command.jobs, ctx, work, lambda _: None, retries)
             wall = time.perf_counter() - started
@@ -100,7 +76,7 @@ def run_sync(settings: Settings, command: SyncCommand) -> dict[str, Any]:
         "statements": sql.statements,
         "transactions": sql.transactions,
         "writing_transactions": sql.writing_transactions,
-        "write_locking_transactions": locks.value,
+        "write_locking_transactions": sql.write_locking_transactions,
     }
 
 

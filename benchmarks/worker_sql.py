@@ -38,13 +38,12 @@ _totals: dict[str, Any] = {}
 
 def _start_counting(**_: object) -> None:
     """In a fresh pool process: count its engine's SQL, answer SIGUSR2 with the totals so far."""
-    from benchmarks.cli_path import write_locks
     from models.db import get_engine
     from tests.sqlcount import counting
     from worker.settings import get_settings
 
     engine = get_engine(get_settings().database_url)
-    _totals.update(sql=_counting.enter_context(counting(engine)), locks=_counting.enter_context(write_locks(engine)))
+    _totals["sql"] = _counting.enter_context(counting(engine))
     _totals["file"] = f"{os.getpid()}-{uuid.uuid4().hex[:12]}.json"  # a pid comes back: its file must not
     signal.signal(signal.SIGUSR2, lambda *_: _write(final=False))
     _write(final=False)  # the runner now knows this process, and that it answers
@@ -67,7 +66,7 @@ def _write(final: bool) -> None:
 
 def _write_totals(final: bool) -> None:
     directory = Path(os.environ[DIRECTORY_VARIABLE])
-    sql, locks = _totals["sql"], _totals["locks"]
+    sql = _totals["sql"]
     sql.texts.clear()  # only the counts are wanted; the texts would grow with every task
     request = directory / REQUEST_FILE
     totals = {
@@ -77,7 +76,7 @@ def _write_totals(final: bool) -> None:
         "statements": sql.statements,
         "transactions": sql.transactions,
         "writing_transactions": sql.writing_transactions,
-        "write_locking_transactions": locks.value,
+        "write_locking_transactions": sql.write_locking_transactions,
     }
     write_atomically(directory / _totals["file"], json.dumps(totals))
 

@@ -12,22 +12,23 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 
-_STATEMENTS, _TRANSACTIONS, _WRITING = range(3)
+_STATEMENTS, _TRANSACTIONS, _WRITING, _WRITE_LOCKING = range(4)
 
 
 @dataclass
 class SqlCount:
+    """The totals, and this process's statement texts. One process-shared lock guards both: a thread's
+    lock held at a fork would stay held for ever in the child, a process-shared one is freed for both."""
+
     texts: list[str] = field(default_factory=list)  # this process's statements only
-    _totals: Any = field(default_factory=lambda: multiprocessing.RawArray("q", 3), repr=False)
-    _shared_lock: Any = field(default_factory=multiprocessing.Lock, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _totals: Any = field(default_factory=lambda: multiprocessing.RawArray("q", 4), repr=False)
+    _lock: Any = field(default_factory=multiprocessing.Lock, repr=False)
     _writing: set[int] = field(default_factory=set, repr=False)
 
     @property
@@ -42,34 +43,37 @@ class SqlCount:
     def writing_transactions(self) -> int:
         return int(self._totals[_WRITING])
 
+    @property
+    def write_locking_transactions(self) -> int:
+        """Transactions that began by taking SQLite's write lock (``BEGIN IMMEDIATE``/``EXCLUSIVE``), reads included."""
+        return int(self._totals[_WRITE_LOCKING])
+
     def reset(self) -> None:
         """Start again from nothing: what follows is counted alone."""
-        with self._lock, self._shared_lock:
-            self._totals[:] = [0, 0, 0]
+        with self._lock:
+            self._totals[:] = [0] * len(self._totals)
             self.texts.clear()
-
-    def _add(self, total: int) -> None:
-        with self._shared_lock:
-            self._totals[total] += 1
 
     def _statement(self, connection: Connection, text: str) -> None:
         with self._lock:
             if text.lstrip().upper().startswith("BEGIN"):
+                if text.lstrip().upper().startswith(("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")):
+                    self._totals[_WRITE_LOCKING] += 1
                 return
-            self._add(_STATEMENTS)
+            self._totals[_STATEMENTS] += 1
             self.texts.append(text)
             if _writes(text):
                 self._writing.add(id(connection))
 
     def _begin(self, connection: Connection) -> None:
         with self._lock:
-            self._add(_TRANSACTIONS)
+            self._totals[_TRANSACTIONS] += 1
             self._writing.discard(id(connection))
 
     def _end(self, connection: Connection) -> None:
         with self._lock:
             if id(connection) in self._writing:
-                self._add(_WRITING)
+                self._totals[_WRITING] += 1
                 self._writing.discard(id(connection))
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from models.db import adopt_after_fork, get_engine
+from models.db import READING, adopt_after_fork, get_engine
 from tests.sqlcount import counting
 
 
@@ -58,3 +58,14 @@ def test_a_process_forked_inside_the_block_adds_to_the_same_totals(tmp_path: Pat
     assert (count.statements, count.transactions, count.writing_transactions) == (2, 2, 1)
     count.reset()
     assert (count.statements, count.transactions, count.texts) == (0, 0, [])
+
+
+def test_a_transaction_that_begins_with_sqlites_write_lock_is_counted_as_one_reads_or_not(tmp_path: Path) -> None:
+    engine = engine_with_table(tmp_path, "n INTEGER")
+    with counting(engine) as count:
+        with engine.begin() as connection:
+            connection.execute(text("SELECT n FROM t"))
+        with engine.connect().execution_options(**{READING: True}) as connection:
+            connection.execute(text("SELECT n FROM t"))
+            connection.rollback()
+    assert (count.transactions, count.write_locking_transactions, count.writing_transactions) == (2, 1, 0)
