@@ -87,6 +87,13 @@ NOT_FOR_SYNC_MODULES = {"rich.progress", "rich._emoji_codes"}
 NOT_FOR_SYNC_MODULES |= {"worker.health", "models.monitoring"}
 # A SQLite store never loads PostgreSQL's dialect (models/dialect_insert.py picks the insert per dialect).
 NOT_FOR_SYNC_MODULES |= {"sqlalchemy.dialects.postgresql"}
+# The source kinds the synced entries do not name (``scrapers.KINDS`` loads a kind on first use), the
+# publisher's client and its record builder (its markup cleaning is bs4's), and the commands' own modules
+# (status, review, discovery: discovery reads links with bs4).
+NOT_FOR_SYNC_MODULES |= {f"scrapers.{kind}" for kind in ("arcgis", "csv_file", "datapress", "dizions", "fhir_valueset")}
+NOT_FOR_SYNC_MODULES |= {"scrapers.iso_countries", "scrapers.static_list", "scrapers.oauth", "scrapers.local"}
+NOT_FOR_SYNC_MODULES |= {"publisher.client", "publisher.publish", "publisher.record"}
+NOT_FOR_SYNC_MODULES |= {"worker.status", "worker.review", "worker.discover"}
 
 
 def sync_env(tmp_path: Path, upstream: Upstream) -> dict[str, str]:
