@@ -107,6 +107,28 @@ def test_an_unchanged_sync_is_two_statements_on_postgresql_and_records_all_three
     assert state.last_success_at == state.last_attempt_at
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_on_postgresql_an_unchanged_sync_is_two_round_trips(ctx: SyncContext, entry: CatalogueEntry) -> None:
+    """Both statements of a 304 run in autocommit, each its own transaction: psycopg sends no ``BEGIN`` or
+    ``COMMIT`` around them (it sends ``BEGIN`` as a query of its own before a transaction's first statement)."""
+    sync_dataset(entry, ctx)
+    autocommitted: list[bool] = []
+
+    def before_statement(connection: Connection, *_: Any) -> None:
+        driver = connection.connection.dbapi_connection
+        assert driver is not None
+        autocommitted.append(bool(driver.autocommit))
+
+    engine = get_engine(ctx.settings.database_url)
+    event.listen(engine, "before_cursor_execute", before_statement)
+    try:
+        assert sync_dataset(entry, ctx, force=True).status == "unchanged"
+    finally:
+        event.remove(engine, "before_cursor_execute", before_statement)
+    assert autocommitted == [True, True]
+
+
 @contextlib.contextmanager
 def commits_waiting_for_the_wal(ctx: SyncContext) -> Iterator[list[str]]:
     """``synchronous_commit`` as each PostgreSQL transaction commits, in order ('on': it waits for the flush).
