@@ -231,6 +231,17 @@ def engine_of(sessions: sessionmaker[Session]) -> Engine:
     return bind
 
 
+@contextlib.contextmanager
+def autocommitting(engine: Engine) -> Iterator[Connection]:
+    """A connection on which every statement is its own transaction, committed as it ends: on PostgreSQL
+    one statement then costs one round trip, without psycopg's ``BEGIN`` and ``COMMIT`` (a sync's start and
+    a 304's end, each one statement). The block still counts as one transaction (``Connection.begin``)."""
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        with connection.begin():
+            yield connection
+
+
 def connection_of(executor: Session | Connection) -> Connection:
     """The Core connection a statement runs on: the given one, or the session's (its transaction)."""
     return executor if isinstance(executor, Connection) else executor.connection()

@@ -8,8 +8,10 @@ run record, sync state) commits in one transaction, so the store only moves betw
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from models import lease
 from models.datasets import StoredDataset, table_of_factory
-from models.db import engine_of, reading
+from models.db import autocommitting, engine_of, reading
 from models.diff import OptionsDiff
 from models.schema import SyncRun, SyncState
 from models.types import utcnow
@@ -100,9 +102,10 @@ class SyncOptions:
 def sync_here(entry: CatalogueEntry, ctx: SyncContext, owner: str, options: SyncOptions) -> SyncOutcome:
     """``sync_dataset`` in this process, its lease held as ``owner``, without the webhooks."""
     started = utcnow()
-    with engine_of(ctx.sessions).begin() as connection:
+    with _starting(ctx) as (connection, skipping):
         begun = _start(
             connection,
+            skipping,
             entry,
             ctx,
             owner,
@@ -121,8 +124,30 @@ def sync_here(entry: CatalogueEntry, ctx: SyncContext, owner: str, options: Sync
         return _run(sync, validators, accept_changes=options.accept_changes, may_retry=options.may_retry)
 
 
+# Where a sync that stops at its start writes its record: a session in a transaction (``_starting``).
+Skipping = Callable[[], AbstractContextManager[Session]]
+
+
+@contextlib.contextmanager
+def _starting(ctx: SyncContext) -> Iterator[tuple[Connection, Skipping]]:
+    """The start's connection, and where a skip writes its record.
+
+    On PostgreSQL the start is one statement (``lease.take_on`` with the run), run in autocommit: its own
+    transaction, one round trip instead of three (no ``BEGIN``, no ``COMMIT``). A skip, decided after it,
+    then writes its record and frees the lease in a transaction of its own. On SQLite the start is a
+    transaction (``BEGIN IMMEDIATE``: the take, then the 'running' row) and a skip's session joins it."""
+    engine = engine_of(ctx.sessions)
+    if engine.dialect.name == "postgresql":
+        with autocommitting(engine) as connection:
+            yield connection, ctx.sessions.begin
+        return
+    with engine.begin() as connection:
+        yield connection, functools.partial(ctx.sessions, bind=connection)
+
+
 def _start(
     connection: Connection,
+    skipping: Skipping,
     entry: CatalogueEntry,
     ctx: SyncContext,
     owner: str,
@@ -136,19 +161,19 @@ def _start(
     """Take the lease and decide, in the start transaction: the id of a 'running' row (committed at
     once, so monitoring sees syncs in flight), the validators to send and when the sync started
     (``Taken.started_at``), or the outcome of a sync that stops here (busy, fresh, paused...) with the
-    lease not kept. A skip is written by a session that joins the connection's transaction (it never
-    ends it), so the start stays one transaction."""
+    lease not kept, written in a session from ``skipping`` (``_starting``: on SQLite it joins the start's
+    transaction and never ends it, so a skip is that one transaction)."""
     running = running_row(entry.key, trigger, owner, now, attempt)
     datasets, ttl = table_of_factory(ctx.sessions), ctx.settings.lease_seconds
     taken = lease.take_on(connection, datasets, entry.key, owner, ttl, now, run=running)
     if taken is None:
         busy = "another worker is syncing this dataset right now"
-        with ctx.sessions(bind=connection) as session:
+        with skipping() as session:
             return add_skip(session, entry.key, trigger, owner, "busy", busy, attempt=attempt)
     state = taken.state
     skip = _skip_reason(entry, state, trigger, requested_at, ctx.settings, force, retry=attempt > 1)
     if skip:
-        with ctx.sessions(bind=connection) as session:
+        with skipping() as session:
             lease.free(session, entry.key, owner)
             return add_skip(session, entry.key, trigger, owner, *skip, attempt=attempt, run_id=taken.run_id)
     started = taken.started_at(now)

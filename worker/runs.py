@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import lease
 from models.datasets import DatasetTable, table_of_factory
-from models.db import connection_of, engine_of
+from models.db import autocommitting, connection_of, engine_of
 from models.lease import RUNS, STATES
 from models.schema import DatasetVersion, SyncRun, SyncState
 from models.types import utcnow
@@ -249,11 +249,9 @@ def _end_unchanged_at_once(
     key, run = outcome.key, outcome.run_id
     values = {"dataset": key, "now": now, "run_id": run, "state_key": key}
     values |= {"run_worker": own_name(owner), "lease_holder": owner}
-    with engine.connect() as connection:
-        connection.execution_options(isolation_level="AUTOCOMMIT")
-        with connection.begin():
-            ending = _ending_unchanged(datasets, stamp_field)
-            row = connection.execute(ending, {**values, **finished, **_recorded("unchanged", now)}).first()
+    with autocommitting(engine) as connection:
+        ending = _ending_unchanged(datasets, stamp_field)
+        row = connection.execute(ending, {**values, **finished, **_recorded("unchanged", now)}).first()
     if row is None:
         return False
     outcome.version, outcome.options, _ = row
