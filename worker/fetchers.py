@@ -128,28 +128,46 @@ class _Parent:
         self.pipe.send([*self.told, last])
         self.told = []
 
-    @contextlib.contextmanager
-    def entered(self, target: str, method: str, host: str) -> Iterator[None]:
-        """Leaving is told at once, not asked: the parent's throttle notes a slot freed or a write
-        ended a little after it happened, never before (so the spacing it keeps only grows)."""
-        self.call("enter", target, method, host)
-        try:
-            yield
-        finally:
-            self.tell("exit", now=True)
-
 
 class _ParentThrottle:
-    """The parent's throttle, seen from a worker process (``scrapers.http.Throttle``)."""
+    """The parent's throttle, seen from a worker process (``scrapers.http.Throttle``).
+
+    A slot is asked for together with the host's sending cue for the request it is taken for, so a
+    request waits for one answer of the parent, not two. The cue is then held from the grant instead
+    of from the write: longer, never shorter, so the request is still alone on the wire and spaced from
+    the last write's end (a new connection's set-up falls inside it too: once per process and host,
+    the connection is kept). It is left the moment the write ends; one the request never used (it
+    failed before writing) is left with the slot. Leaving is told at once, not asked: the parent's
+    throttle notes a slot freed or a write ended a little after it happened, never before (so the
+    spacing it keeps only grows). A process syncs one dataset at a time: one cue held unused at most.
+    """
 
     def __init__(self, parent: _Parent) -> None:
         self.parent = parent
+        self.cued: str | None = None  # the host whose sending cue this process holds, not yet used
 
-    def slot(self, host: str) -> contextlib.AbstractContextManager[None]:
-        return self.parent.entered("throttle", "slot", host)
+    @contextlib.contextmanager
+    def slot(self, host: str) -> Iterator[None]:
+        self.parent.call("enter", ("throttle", "slot", host), ("throttle", "sending", host))
+        self.cued = host
+        try:
+            yield
+        finally:
+            if self.cued is not None:
+                self.cued = None
+                self.parent.tell("exit")
+            self.parent.tell("exit", now=True)
 
-    def sending(self, host: str) -> contextlib.AbstractContextManager[None]:
-        return self.parent.entered("throttle", "sending", host)
+    @contextlib.contextmanager
+    def sending(self, host: str) -> Iterator[None]:
+        if self.cued == host:
+            self.cued = None  # taken with the slot
+        else:
+            self.parent.call("enter", ("throttle", "sending", host))  # a second write in one slot
+        try:
+            yield
+        finally:
+            self.parent.tell("exit", now=True)
 
     def wait_estimate(self, host: str) -> float:
         return float(self.parent.call("call", "throttle", "wait_estimate", host))
@@ -260,13 +278,19 @@ class _Errands:
         if kind == "exit":
             self.entered.pop().__exit__(None, None, None)
             return None
-        target, method, *arguments = details
-        call = getattr(self.targets[target], method)
         if kind == "call":
-            return call(*arguments)
-        entering = call(*arguments)
-        entering.__enter__()  # if entering fails, nothing is held
-        self.entered.append(entering)
+            target, method, *arguments = details
+            return getattr(self.targets[target], method)(*arguments)
+        held = len(self.entered)  # "enter": each of ``details`` in order; if one fails, none of them is held
+        try:
+            for target, method, *arguments in details:
+                entering = getattr(self.targets[target], method)(*arguments)
+                entering.__enter__()
+                self.entered.append(entering)
+        except BaseException:
+            while len(self.entered) > held:
+                self.entered.pop().__exit__(None, None, None)
+            raise
         return None
 
     def leave_all(self) -> None:

@@ -297,9 +297,8 @@ def _store(
         option_list.options, option_list.content_hash, list(option_list.retired_codes), list(option_list.default_codes)
     )
     with sync.ending() as session:
-        rejected = session.connection().execute(_REJECTED_HASH, {"key": entry.key}).scalar()
         current = load_syncable(session, entry.key)
-        refusal = None if accept_changes else _refusal(current, rejected, option_list, sync.ctx.settings)
+        refusal = None if accept_changes else _refusal(session, current, option_list, sync.ctx.settings)
         if refusal and current is not None:
             return _record_refusal(session, sync, current, snapshot, option_list, refusal, fetched, now)
         result = write_dataset(
@@ -326,18 +325,25 @@ def _store(
 _START_LOST = "the store lost this sync's start (a database crash during the sync); nothing was written"
 
 
-# What an operator rejected is read again at the end: a review may have happened during the fetch.
+# What an operator rejected is read again at the end: a review may have happened during the fetch. Only
+# a stored row has a change to reject: a first sync's end does not read it (one statement less under
+# SQLite's write lock, which the worker processes of ``sync --jobs`` queue on).
 _REJECTED_HASH = select(lease.STATES.c.rejected_hash).where(lease.STATES.c.dataset_key == bindparam("key"))
 
 
 def _refusal(
-    current: StoredDataset | None, rejected_hash: str | None, new: OptionList, settings: Settings
+    session: Session, current: StoredDataset | None, new: OptionList, settings: Settings
 ) -> tuple[str, str] | None:
     """Why a good-looking result must not be applied unreviewed: (state, reason), or None."""
-    if current is not None and rejected_hash == new.content_hash:
+    if current is not None and _rejected_hash(session, current.key) == new.content_hash:
         return "rejected", "the upstream still offers the change an operator rejected; not applied"
     reason = hold_reason(current, new, settings)
     return ("held", reason) if reason else None
+
+
+def _rejected_hash(session: Session, key: str) -> str | None:
+    rejected: str | None = session.connection().execute(_REJECTED_HASH, {"key": key}).scalar()
+    return rejected
 
 
 def _record_refusal(

@@ -3,11 +3,13 @@ parent's politeness, and a clean failure when a process dies. Real local upstrea
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import multiprocessing.util
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -249,6 +251,48 @@ def test_the_parents_throttle_spaces_every_processs_requests(
     arrivals = sorted(when for when, path in upstream.arrivals if HOST in path)
     gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
     assert len(arrivals) == PAGES and min(gaps) > 0.5 / 20  # 55 ms kept; unthrottled processes: ~1 ms
+
+
+def test_a_request_that_fails_before_writing_leaves_the_cue_taken_with_its_slot(
+    heavy_entries: list[CatalogueEntry], store_url: str
+) -> None:
+    """A process's slot comes with the host's sending cue (one answer per request): a request that
+    never writes (nothing listens) leaves both, so the next request to the host is not blocked."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    settings = Settings(database_url=store_url, url_rewrites=f"https://{HOST}={closed}/{HOST}")
+    throttle = LocalThrottle(limits_with(f"{HOST}=1:1000"))  # one request at a time: a leaked slot blocks all
+    context = SyncContext.from_settings(settings, throttle)
+    fetchers = Fetchers(1, heavy_entries, context)
+    try:
+        with pytest.raises(TransientError) as refused:
+            fetchers.fetch(heavy_entries[0], None)
+        assert refused.value.kind == "connection"
+        assert throttle.wait_estimate(HOST) < math.inf  # the slot was left
+        cue = threading.Thread(target=lambda: throttle.sending(HOST).__enter__(), daemon=True)
+        cue.start()
+        cue.join(5)
+        assert not cue.is_alive()  # the cue was left: another write to the host may begin
+    finally:
+        fetchers.close()
+        context.close()
+
+
+class _Refusing:
+    @contextlib.contextmanager
+    def sending(self, host: str) -> Iterator[None]:
+        raise TransientError("throttled", f"{host}: no cue")
+        yield
+
+
+def test_entering_a_slot_and_its_cue_holds_neither_when_the_cue_fails() -> None:
+    throttle = LocalThrottle(limits_with(f"{HOST}=1:1000"))
+    errands = worker.fetchers._Errands({"throttle": throttle, "refusing": _Refusing()})
+    with pytest.raises(TransientError):
+        errands.run("enter", [("throttle", "slot", HOST), ("refusing", "sending", HOST)])
+    assert errands.entered == []
+    assert throttle.wait_estimate(HOST) < math.inf  # the slot entered first was left again
 
 
 class _Resource:
