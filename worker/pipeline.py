@@ -74,8 +74,9 @@ def sync_dataset(
     validators; ``accept_changes`` applies what the guard rails would hold or an operator rejected.
     The store sees two transactions: the start (lease, state, running row; on SQLite a skip too) and
     the end (everything the sync writes, or a skip's record, and the lease freed). The start runs on a
-    Core connection, as does a 304's end: no ORM session for the statements every sync runs. On a CPU-bound run on SQLite a worker process
-    does it all (``worker.fetchers``) for this thread, under this thread's name as the lease owner.
+    Core connection, as does a 304's end: no ORM session for the statements every sync runs. On a
+    CPU-bound run on SQLite a worker process does it all (``worker.fetchers``) for this thread, under
+    this thread's name as the lease owner.
     """
     options = SyncOptions(trigger, force, refetch, accept_changes, attempt, may_retry, requested_at)
     if ctx.fetchers is not None and ctx.fetchers.syncs(entry):
