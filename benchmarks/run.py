@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import cli_path, parse_bench, process_bench
+from benchmarks.capacity import parallel_capacity
 from benchmarks.cli_path import SyncCommand
 from benchmarks.source import (
     HEAVY_PAGE,
@@ -90,7 +91,7 @@ class Plan:
     # 100: the target's size; 1,000: the same run where the worker processes' fixed costs (forking, each
     # process's first dataset, ending them: ~30 ms a run) no longer weigh on a run of a few tenths of a second
     jobs_datasets: tuple[int, ...] = (100, 1000)
-    jobs_repeats: int = 5
+    jobs_repeats: int = 7  # more than the issue's 5: the machine's parallel capacity swings between runs
     parse_runs: int = 5
     parse_seconds: float = 1.0
     process_repeats: int = 5
@@ -413,11 +414,13 @@ class Bench:
                 with noted(self.results, f"--jobs, {store}, N={size:,}"):
                     rates = self.jobs_rates(store, size, catalogue)
                 row = {"store": store, "n": size, "repeats": self.plan.jobs_repeats}
-                self.results.jobs.append(row | {"rate_1": rates[1], "rate_4": rates[4]})
+                self.results.jobs.append(row | rates)
 
-    def jobs_rates(self, store: str, size: int, catalogue: Path) -> dict[int, float]:
-        """Median first-sync throughput at --jobs 1 and --jobs 4, interleaved so load bursts hit both alike."""
+    def jobs_rates(self, store: str, size: int, catalogue: Path) -> dict[str, Any]:
+        """Median first-sync throughput at --jobs 1 and --jobs 4, interleaved so load bursts hit both alike,
+        and the machine's parallel capacity sampled before each run (``benchmarks.capacity``)."""
         samples: dict[int, list[float]] = {1: [], 4: []}
+        capacities: list[float] = []
         with Upstream() as upstream:
             serve_synthetic(upstream, size, HEAVY_PAGE)
             url = self.store_url(store)
@@ -425,9 +428,11 @@ class Bench:
                 for _ in range(self.plan.jobs_repeats):
                     for jobs, walls in samples.items():
                         empty_store(url)
+                        capacities.append(parallel_capacity())
                         walls.append(ask(SyncCommand(jobs=jobs))["wall_s"])
         get_engine(url).dispose()
-        return {jobs: size / statistics.median(walls) for jobs, walls in samples.items()}
+        rates = {f"rate_{jobs}": size / statistics.median(walls) for jobs, walls in samples.items()}
+        return rates | {"capacity": statistics.median(capacities), "capacities": capacities}
 
     # -- parser and processes
 

@@ -43,5 +43,6 @@ def test_a_quick_run_writes_every_section(tmp_path: Path) -> None:
         assert row in text
     assert "mixed hosts (CLI" in text and "mixed hosts (Celery" in text
     assert "`--jobs 4` ≥ 1.3× `--jobs 1`" in text
+    assert "of the capacity" in text and "parallel capacity at the runs" in text
     scale = text.split("## Scale")[1].split("## Mixed")[0]
     assert "| 20 created |" in scale and "failed" not in scale  # every generated dataset synced on every path
