@@ -11,7 +11,6 @@ import itertools
 import logging
 import math
 import os
-import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from importlib.metadata import version
@@ -19,19 +18,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from models.diff import OptionsDiff
 from worker.cli_catalogue import catalogue_app
 from worker.cli_healthcheck import register as register_healthcheck
 from worker.cli_monitoring import check_state_filter, print_json_array, print_status_table, register, report_system
 from worker.cli_publish import catalogue_exit, register_publish, settings_exit
+from worker.console import print_error, stderr, stdout, styled
 from worker.outcome import SyncOutcome
 from worker.settings import ConfigurationError, Settings, get_settings
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from worker.catalogue import Catalogue, CatalogueEntry
     from worker.context import SyncContext
     from worker.scheduling import InProcessRetries, Work
@@ -42,8 +41,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Keep NHS Data Dictionary and NHS organisation option lists current in the dataset store.",
 )
-out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 CatalogueOption = Annotated[
     Path | None, typer.Option("--catalogue", help="Catalogue TOML (default: DATASYNC_CATALOGUE or the shipped one).")
@@ -85,7 +82,7 @@ SUMMARY_ORDER = (
 
 def show_version(requested: bool) -> None:
     if requested:
-        out.print(f"datasync {version('datasync')}", markup=False)
+        stdout().print(f"datasync {version('datasync')}")
         raise typer.Exit()
 
 
@@ -111,7 +108,7 @@ def main() -> None:
         message = unreachable_message(exc)
         if message is None:
             raise
-        err.print(Text("error: ", style="bold red") + Text(message))
+        print_error(message)
         raise SystemExit(2) from None
 
 
@@ -167,7 +164,7 @@ def check_reachable(what: str, url: str, timeout: float) -> None:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(Text("error: ", style="bold red") + Text(message))
+    print_error(message)
     return typer.Exit(code)
 
 
@@ -224,7 +221,7 @@ def migrate_command() -> None:
     settings = get_settings()
     migrate(settings.database_url, settings.dataset_table())
     check_store(settings)
-    out.print(f"store at {safe_url(settings.database_url)} is at the newest schema")
+    stdout().print(f"store at {safe_url(settings.database_url)} is at the newest schema")
 
 
 @app.command()
@@ -314,11 +311,11 @@ def progress_reporter(total: int) -> Iterator[Callable[[SyncOutcome], None]]:
     The lines name the result only: errors and warnings are printed once, with the results.
     Datasets skipped as fresh are only counted, so a run with nothing due stays quiet.
     """
-    if err.is_terminal:
+    if stderr().is_terminal:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=err, transient=True) as progress:
+        with Progress(*columns, console=stderr(), transient=True) as progress:
             task = progress.add_task("syncing", total=total)
             yield lambda outcome: progress.update(task, advance=1, description=f"{outcome.key}: {outcome.status}")
         return
@@ -327,7 +324,7 @@ def progress_reporter(total: int) -> Iterator[Callable[[SyncOutcome], None]]:
     def line(outcome: SyncOutcome) -> None:
         done = next(finished)
         if not skipped_as_fresh(outcome):
-            err.print(f"[{done}/{total}] {progress_note(outcome)}", markup=False)
+            stderr().print(f"[{done}/{total}] {progress_note(outcome)}")
 
     yield line
 
@@ -364,17 +361,19 @@ def print_outcomes(outcomes: list[SyncOutcome], dry_run: bool) -> None:
         print_table(shown, dry_run)
     for outcome in shown:
         for note in ([outcome.error] if outcome.error else []) + list(outcome.warnings):
-            out.print(f"{outcome.key}: {note}", markup=False, soft_wrap=True)
+            stdout().print(f"{outcome.key}: {note}", soft_wrap=True)
         if dry_run:
             print_changes(outcome.key, outcome.diff)
     tally = {status: sum(o.status == status for o in outcomes) for status in SUMMARY_ORDER}
     summary = "  ".join(f"{status}: {count}" for status, count in tally.items() if count or status == "failed")
     if fresh := len(outcomes) - len(shown):
         summary += f"  ({fresh} fresh: synced within their frequency; --force syncs anyway)"
-    out.print(summary, markup=False)
+    stdout().print(summary)
 
 
 def print_table(outcomes: list[SyncOutcome], dry_run: bool) -> None:
+    from rich.table import Table
+
     table = Table(title="dry run: nothing was written" if dry_run else None)
     for column in ("dataset", "result", "version", "options", "+added", "-removed", "~relabelled"):
         table.add_column(column, justify="left" if column in ("dataset", "result") else "right")
@@ -382,16 +381,16 @@ def print_table(outcomes: list[SyncOutcome], dry_run: bool) -> None:
         counts = outcome.diff.counts()
         table.add_row(
             outcome.key,
-            styled(outcome.status),
+            status_text(outcome.status),
             _text(outcome.version),
             _text(outcome.options),
             *(str(counts[name] or "") for name in ("added", "removed", "relabelled")),
         )
-    out.print(table)
+    stdout().print(table)
 
 
-def styled(status: str) -> Text:
-    return Text(status, style=STATUS_STYLE.get(status, ""))
+def status_text(status: str) -> Text:
+    return styled(status, STATUS_STYLE.get(status, ""))
 
 
 def print_changes(key: str, diff: OptionsDiff, limit: int = 25) -> None:
@@ -401,11 +400,11 @@ def print_changes(key: str, diff: OptionsDiff, limit: int = 25) -> None:
         + [f"  ~ {code}: {old} -> {new}" for code, (old, new) in diff.relabelled.items()]
     )
     if lines:
-        out.print(f"{key}:", markup=False)
+        stdout().print(f"{key}:")
         for line in lines[:limit]:
-            out.print(line, markup=False)
+            stdout().print(line)
         if len(lines) > limit:
-            out.print(f"  ... and {len(lines) - limit} more", markup=False)
+            stdout().print(f"  ... and {len(lines) - limit} more")
 
 
 @app.command()
@@ -471,8 +470,10 @@ def history_command(key: KeyArgument, as_json: JsonOption = False) -> None:
     with review_context() as ctx:
         rows = review.history(ctx, key)
     if as_json:
-        out.print_json(data=rows)
+        stdout().print_json(data=rows)
         return
+    from rich.table import Table
+
     table = Table(title=f"{key}: versions")
     for column in ("version", "created", "origin", "options", "+added", "-removed", "~relabelled", "run"):
         table.add_column(column, justify="left" if column in ("created", "origin") else "right")
@@ -487,7 +488,7 @@ def history_command(key: KeyArgument, as_json: JsonOption = False) -> None:
             str(row["codes_relabelled"]),
             _text(row["run_id"]),
         )
-    out.print(table)
+    stdout().print(table)
 
 
 @app.command("diff")
@@ -511,12 +512,12 @@ def diff_command(
             old, new, diff = review.version_diff(ctx, key, from_version, to_version)
             title, payload = f"{key}: version {old} -> {new}", {"key": key, "from": old, "to": new}
     if as_json:
-        out.print_json(data={**payload, **diff.counts(), "changes": diff.to_json()})
+        stdout().print_json(data={**payload, **diff.counts(), "changes": diff.to_json()})
         return
-    out.print(title, markup=False)
+    stdout().print(title)
     print_changes(key, diff, limit=10_000)
     counts = diff.counts()
-    out.print(f"added: {counts['added']}  removed: {counts['removed']}  relabelled: {counts['relabelled']}")
+    stdout().print(f"added: {counts['added']}  removed: {counts['removed']}  relabelled: {counts['relabelled']}")
 
 
 @app.command("rollback")
@@ -528,10 +529,9 @@ def rollback_command(
 
     with review_context() as ctx:
         outcome = review.rollback(ctx, key, to_version)
-    out.print(
+    stdout().print(
         f"{key}: now version {outcome.version} (equal to version {to_version}); auto-sync paused "
-        f"until `datasync release {key}`",
-        markup=False,
+        f"until `datasync release {key}`"
     )
 
 
@@ -543,10 +543,9 @@ def accept_command(key: KeyArgument) -> None:
     with review_context() as ctx:
         outcome = review.accept(ctx, key)
     counts = outcome.diff.counts()
-    out.print(
+    stdout().print(
         f"{key}: held change applied as version {outcome.version} (+{counts['added']} "
-        f"-{counts['removed']} ~{counts['relabelled']})",
-        markup=False,
+        f"-{counts['removed']} ~{counts['relabelled']})"
     )
 
 
@@ -557,7 +556,7 @@ def reject_command(key: KeyArgument) -> None:
 
     with review_context() as ctx:
         review.reject(ctx, key)
-    out.print(f"{key}: held change dropped; the stored list stays as it is", markup=False)
+    stdout().print(f"{key}: held change dropped; the stored list stays as it is")
 
 
 @app.command("release")
@@ -567,7 +566,7 @@ def release_command(key: KeyArgument) -> None:
 
     with review_context() as ctx:
         review.release(ctx, key)
-    out.print(f"{key}: auto-sync released", markup=False)
+    stdout().print(f"{key}: auto-sync released")
 
 
 @app.command("prune")
@@ -591,9 +590,9 @@ def prune_command(
     cutoff = utcnow() - timedelta(days=days)
     deleted = prune_runs(session_factory(settings.database_url), cutoff)
     if as_json:
-        out.print_json(data={"deleted": deleted, "older_than_days": days, "cutoff": cutoff.isoformat()})
+        stdout().print_json(data={"deleted": deleted, "older_than_days": days, "cutoff": cutoff.isoformat()})
         return
-    out.print(f"pruned {deleted} sync_runs row(s) started before {cutoff:%Y-%m-%d %H:%M} UTC ({days} days)")
+    stdout().print(f"pruned {deleted} sync_runs row(s) started before {cutoff:%Y-%m-%d %H:%M} UTC ({days} days)")
 
 
 LogLevel = Annotated[str, typer.Option("--loglevel", help="Celery log level.")]
@@ -619,9 +618,9 @@ def run(ctx: typer.Context, loglevel: LogLevel = "INFO") -> None:
     with contextlib.ExitStack() as stack:
         if not settings.broker_url:
             url = stack.enter_context(embedded_broker())
-            err.print(f"embedded Redis broker at {url} (state in {STATE_DIR}/)")
+            stderr().print(f"embedded Redis broker at {url} (state in {STATE_DIR}/)")
             use_broker(url)
-        err.print(f"store: {safe_url(settings.database_url)}; catalogue: {settings.catalogue}")
+        stderr().print(f"store: {safe_url(settings.database_url)}; catalogue: {settings.catalogue}")
         celery_app().worker_main(["worker", "--beat", f"--loglevel={loglevel}", *ctx.args])
         for child in multiprocessing.active_children():  # the embedded beat releases its lock last
             child.join(10)
@@ -671,11 +670,11 @@ def resync(
     )
     if not wait:
         for entry, result in zip(entries, results, strict=True):
-            out.print(f"{entry.key}: queued as task {result.id}", markup=False)
+            stdout().print(f"{entry.key}: queued as task {result.id}")
         return
     outcomes = [wait_for(entry.key, result, timeout) for entry, result in zip(entries, results, strict=True)]
     if as_json:
-        out.print_json(data=[outcome.to_json() for outcome in outcomes])
+        stdout().print_json(data=[outcome.to_json() for outcome in outcomes])
     else:
         print_outcomes(outcomes, dry_run=False)
     if any(outcome.failed for outcome in outcomes):

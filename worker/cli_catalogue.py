@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
+from worker.console import print_error, stderr, stdout
 from worker.problems import problem_document
 from worker.settings import get_settings
 
@@ -23,8 +22,6 @@ NHS_DD_INDEX = "https://www.datadictionary.nhs.uk/data_elements_overview.html"
 catalogue_app = typer.Typer(
     no_args_is_help=True, rich_markup_mode=None, help="Check the catalogue, and find lists to add to it."
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @catalogue_app.command("check")
@@ -39,7 +36,7 @@ def check_command(
     target, limits = path or settings.catalogue, settings.dataset_table().limits
     problems = catalogue_problems(target, limits)
     for problem in problems:
-        err.print(Text("error: ", style="bold red") + Text(str(problem)))
+        print_error(str(problem))
     if problems:
         if as_json:
             print_json(problems_document(target, problems))
@@ -50,9 +47,9 @@ def check_command(
     if as_json:
         print_json({"message": f"{target}: {len(entries)} datasets, no problems", "code": "ok", "errors": []})
     else:
-        out.print(f"{target}: {len(entries)} datasets, all valid ({summary})")
+        stdout().print(f"{target}: {len(entries)} datasets, all valid ({summary})", soft_wrap=True)
     for variable, keys in unset_credentials(entries).items():
-        err.print(f"note: environment variable {variable} is not set here (credentials of {', '.join(keys)})")
+        stderr().print(f"note: environment variable {variable} is not set here (credentials of {', '.join(keys)})")
 
 
 def problems_document(target: Path, problems: list[CatalogueError]) -> dict[str, Any]:
@@ -89,7 +86,7 @@ def discover_command(
 ) -> None:
     """Print catalogue entries for code lists the catalogue lacks (exit 1 if the index is unreachable)."""
     if source != "nhs_dd":
-        err.print(Text("error: ", style="bold red") + Text(f"cannot discover {source!r} lists (known: nhs_dd)"))
+        print_error(f"cannot discover {source!r} lists (known: nhs_dd)")
         raise typer.Exit(2)
     from scrapers.errors import SyncError, redact
     from worker.catalogue import CatalogueError, load_catalogue
@@ -100,23 +97,23 @@ def discover_command(
     try:
         known = load_catalogue(catalogue or settings.catalogue, settings.dataset_table().limits)
     except CatalogueError as exc:
-        err.print(Text("error: ", style="bold red") + Text(str(exc)))
+        print_error(str(exc))
         raise typer.Exit(2) from exc
     ctx = SyncContext.from_settings(settings, throttle_for(settings))
     try:
         found = discover_nhs_dd(known, ctx.http, index_url=index, limit=limit)
     except SyncError as error:
-        err.print(Text("error: ", style="bold red") + Text(redact(error.message)))
+        print_error(redact(error.message))
         raise typer.Exit(1) from error
     finally:
         ctx.close()
     for line in found.skipped:
-        err.print(Text("not checked: ", style="yellow") + Text(redact(line)))
+        print_error(redact(line), "not checked: ", "yellow")
     if found.unchecked:
-        err.print(f"{found.unchecked} more new element(s) not checked (raise --limit)")
+        stderr().print(f"{found.unchecked} more new element(s) not checked (raise --limit)")
     if as_json:
-        out.print(json.dumps([candidate.to_json() for candidate in found.candidates], indent=2), markup=False)
+        stdout().print(json.dumps([candidate.to_json() for candidate in found.candidates], indent=2), soft_wrap=True)
         return
     for candidate in found.candidates:
-        out.print(candidate.to_toml() + "\n", markup=False)
-    err.print(f"{len(found.candidates)} new code list(s) found")
+        stdout().print(candidate.to_toml() + "\n", soft_wrap=True)
+    stderr().print(f"{len(found.candidates)} new code list(s) found")

@@ -12,11 +12,9 @@ from enum import StrEnum
 from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
 
+from worker.console import stderr
 from worker.settings import get_settings
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Role(StrEnum):
@@ -75,5 +73,5 @@ def beat_lock(timeout: float) -> str:
 
 
 def unhealthy(message: str) -> NoReturn:
-    err.print(f"unhealthy: {message}", markup=False)
+    stderr().print(f"unhealthy: {message}")
     raise typer.Exit(1)

@@ -13,15 +13,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import JustifyMethod
-from rich.highlighter import JSONHighlighter
-from rich.segment import Segment, Segments
-from rich.table import Table
-from rich.text import Text
 
+from worker.console import stderr, stdout, styled
 from worker.settings import Settings
 
 if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+    from rich.segment import Segment
+    from rich.table import Table
+    from rich.text import Text
+
     from worker.health import SystemHealth
 
 STATE_STYLE = {
@@ -51,7 +52,7 @@ def _cli() -> Any:
 
 
 def state_text(state: str) -> Text:
-    return Text(state, style=STATE_STYLE.get(state, ""))
+    return styled(state, STATE_STYLE.get(state, ""))
 
 
 def check_state_filter(state: str | None) -> None:
@@ -68,9 +69,11 @@ def print_status_table(rows: Iterable[dict[str, Any]], now: datetime, longest: t
     widths fixed before the first (``longest`` key and category from the store and the catalogue), and
     each piece's edges dropped where it joins the next.
     """
+    from rich.segment import Segments
+
     from worker.status import batched
 
-    out = _cli().out
+    out = stdout()
     widths = status_widths(out.width, *longest)
     bottom: list[Segment] = []
     for number, chunk in enumerate(batched(rows, TABLE_ROWS)):
@@ -93,6 +96,8 @@ def status_widths(console_width: int, longest_key: int, longest_category: int) -
 
 
 def _status_table(rows: Iterable[dict[str, Any]], now: datetime, widths: tuple[int, ...], header: bool) -> Table:
+    from rich.table import Table
+
     table = Table(show_header=header)
     for column, width in zip(STATUS_COLUMNS, widths, strict=True):
         justify: JustifyMethod = "right" if column in ("options", "version") else "left"
@@ -109,7 +114,7 @@ def _status_table(rows: Iterable[dict[str, Any]], now: datetime, widths: tuple[i
             "-" if row["version"] is None else str(row["version"]),
             _ago(row["last_success_at"], now),
             _until(row["next_due_at"], now),
-            Text(why),
+            styled(why),
         )
     return table
 
@@ -125,7 +130,9 @@ def print_json_array(items: Iterable[Any]) -> None:
 
 
 def _print_json_text(fragment: str) -> None:
-    out = _cli().out
+    from rich.highlighter import JSONHighlighter
+
+    out = stdout()
     if not out.is_terminal:  # no colours to add: the text itself, without rich's rendering (most of the time)
         out.file.write(fragment)
         return
@@ -159,10 +166,9 @@ def report_system(settings: Settings, as_json: bool) -> None:
     from worker.broker import broker_url_of
     from worker.health import system_health
 
-    cli = _cli()
     health = system_health(settings, broker_url_of(settings), utcnow())
     if as_json:
-        cli.out.print_json(data=health.to_json())
+        stdout().print_json(data=health.to_json())
     else:
         print_system(health)
     if health.down:
@@ -170,19 +176,21 @@ def report_system(settings: Settings, as_json: bool) -> None:
 
 
 def print_system(health: SystemHealth) -> None:
-    out = _cli().out
-    table = Table(title=Text("system: ") + state_text(health.status))
+    from rich.table import Table
+
+    out = stdout()
+    table = Table(title=styled("system: ") + state_text(health.status))
     for column in ("part", "status", "detail"):
         table.add_column(column, overflow="fold")
     for component in health.components:
-        table.add_row(component.name, state_text(component.status), Text(component.detail))
+        table.add_row(component.name, state_text(component.status), styled(component.detail))
     out.print(table)
     if health.queue_length is not None:
         oldest = health.oldest_queued_seconds
         age = f", oldest waiting {oldest:.0f} s" if oldest is not None else ""
-        out.print(f"queue: {health.queue_length} task(s){age}", markup=False)
+        out.print(f"queue: {health.queue_length} task(s){age}")
     if health.workers:
-        out.print("workers: " + ", ".join(health.workers), markup=False)
+        out.print("workers: " + ", ".join(health.workers))
 
 
 def doctor(as_json: JsonOption = False) -> None:
@@ -219,8 +227,10 @@ def runs(
     except RunQueryError as exc:
         raise cli.fail(str(exc)) from exc
     if as_json:
-        cli.out.print_json(data=rows)
+        stdout().print_json(data=rows)
         return
+    from rich.table import Table
+
     table = Table(title=f"{len(rows)} of {total} run(s)")
     for column in ("id", "dataset", "status", "trigger", "started", "seconds", "+/-/~", "error"):
         table.add_column(column, overflow="fold")
@@ -229,14 +239,14 @@ def runs(
         table.add_row(
             str(row["id"]),
             row["dataset"],
-            cli.styled(row["status"]),
+            cli.status_text(row["status"]),
             row["trigger"],
             (row["started_at"] or "")[:19].replace("T", " "),
             "-" if row["duration_seconds"] is None else f"{row['duration_seconds']:.2f}",
             f"{row['codes_added']}/{row['codes_removed']}/{row['codes_relabelled']}",
-            Text(error),
+            styled(error),
         )
-    cli.out.print(table)
+    stdout().print(table)
 
 
 def serve(
@@ -252,7 +262,7 @@ def serve(
     settings = cli.get_settings()
     cli.ensure_schema(settings)
     catalogue = cli.open_catalogue(settings)
-    cli.err.print(f"serving http://{host}:{port}/ (docs at /api/docs, status page at /status)", markup=False)
+    stderr().print(f"serving http://{host}:{port}/ (docs at /api/docs, status page at /status)")
     uvicorn.run(create_app(settings, catalogue), host=host, port=port, log_level="info", server_header=False)
 
 
@@ -279,10 +289,10 @@ def apikey_create(
     except (apikeys.ApiKeyError, ValueError) as exc:
         raise cli.fail(str(exc)) from exc
     if as_json:
-        cli.out.print_json(data={"id": key.id, "prefix": key.prefix, "name": key.name, "role": key.role, "key": raw})
+        stdout().print_json(data={"id": key.id, "prefix": key.prefix, "name": key.name, "role": key.role, "key": raw})
         return
-    cli.out.print(raw, markup=False)
-    cli.err.print(f"key {key.prefix}… ({key.role}) for {key.name!r}: copy it now, it is not shown again", markup=False)
+    stdout().print(raw)
+    stderr().print(f"key {key.prefix}… ({key.role}) for {key.name!r}: copy it now, it is not shown again")
 
 
 @apikey_app.command("list")
@@ -290,11 +300,12 @@ def apikey_list(as_json: JsonOption = False) -> None:
     """Every key without its secret: prefix, name, role, created, last used, expires."""
     from worker import apikeys
 
-    cli = _cli()
     rows = apikeys.list_keys(_key_store())
     if as_json:
-        cli.out.print_json(data=rows)
+        stdout().print_json(data=rows)
         return
+    from rich.table import Table
+
     table = Table()
     for column in ("id", "prefix", "name", "role", "created", "last used", "expires", "revoked"):
         table.add_column(column)
@@ -307,7 +318,7 @@ def apikey_list(as_json: JsonOption = False) -> None:
             row["role"],
             *((s or "-")[:16].replace("T", " ") for s in stamps),
         )
-    cli.out.print(table)
+    stdout().print(table)
 
 
 @apikey_app.command("revoke")
@@ -321,7 +332,7 @@ def apikey_revoke(ident: Annotated[str, typer.Argument(help="The key's id or pre
         key = apikeys.revoke_key(_key_store(), ident, utcnow())
     except apikeys.ApiKeyError as exc:
         raise cli.fail(str(exc)) from exc
-    cli.out.print(f"revoked key {key.prefix}… ({key.name!r})", markup=False)
+    stdout().print(f"revoked key {key.prefix}… ({key.name!r})")
 
 
 def _key_store() -> Any:

@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
+from worker.console import print_error, stdout, styled
 from worker.problems import problem_document
 from worker.settings import ConfigurationError, Settings, get_settings
 
@@ -24,8 +22,6 @@ if TYPE_CHECKING:
     from publisher.publish import PublishOutcome
     from worker.catalogue import Catalogue, CatalogueError
 
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 STYLE = {"created": "green", "updated": "cyan", "withdrawn": "yellow", "unchanged": "dim", "skipped": "dim"}
 STYLE.update(dict.fromkeys(("invalid", "rejected", "failed"), "bold red"))
 BAD_INPUT = ("invalid", "rejected")
@@ -50,7 +46,7 @@ def settings_exit(exc: ConfigurationError) -> SystemExit:
 def _report(document: dict[str, Any], as_json: bool, label: str) -> None:
     if as_json:
         print(json.dumps(document, indent=2, ensure_ascii=False))
-    err.print(Text(label, style="bold red") + Text(document["message"]))
+    print_error(document["message"], label)
 
 
 def wants_json() -> bool:
@@ -103,19 +99,21 @@ def register_publish(
 
 
 def print_outcomes(outcomes: list[PublishOutcome], dry_run: bool) -> None:
+    from rich.table import Table
+
     table = Table(title="dry run: nothing was sent" if dry_run else None)
     for column in ("dataset", "result", "catalogue id", "members sent" if not dry_run else "members to send"):
         table.add_column(column)
     for outcome in outcomes:
         members = ", ".join(outcome.patch or {}) if outcome.status not in ("created", "would_create") else "(all)"
         table.add_row(
-            outcome.key, Text(outcome.status, style=STYLE.get(outcome.status, "")), outcome.catalogue_id or "-", members
+            outcome.key, styled(outcome.status, STYLE.get(outcome.status, "")), outcome.catalogue_id or "-", members
         )
-    out.print(table)
+    stdout().print(table)
     for outcome in outcomes:
         if outcome.error:
-            out.print(outcome.error["message"], markup=False)
+            stdout().print(outcome.error["message"])
     tally: dict[str, int] = {}
     for outcome in outcomes:
         tally[outcome.status] = tally.get(outcome.status, 0) + 1
-    out.print("  ".join(f"{status}: {count}" for status, count in tally.items()))
+    stdout().print("  ".join(f"{status}: {count}" for status, count in tally.items()))

@@ -68,6 +68,15 @@ def test_check_passes_the_shipped_and_example_catalogues() -> None:
         assert "all valid" in result.stdout
 
 
+def test_check_prints_a_path_that_looks_like_markup_or_an_emoji_code_as_it_is(tmp_path: Path) -> None:
+    target = tmp_path / "[bold]:hospital:[/bold]" / "catalogue.toml"
+    target.parent.mkdir(parents=True)
+    shutil.copy(DEFAULT_CATALOGUE, target)
+    result = datasync({}, "catalogue", "check", str(target))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{target}: ")
+
+
 def test_check_lists_every_located_problem_and_exits_2(tmp_path: Path) -> None:
     text = EXAMPLES.read_text(encoding="utf-8")
     text = text.replace('table = "district"', 'table = "district"\ncolour = "blue"')

@@ -26,6 +26,7 @@ def test_version_prints_the_installed_package_version() -> None:
 # load in the commands that use them (issue 11: the start-up time and memory of every command).
 NOT_FOR_HELP = {"celery", "kombu", "redbeat", "alembic", "sqlalchemy", "requests", "urllib3", "redis", "bs4", "lxml"}
 NOT_FOR_HELP |= {"pydantic_settings"}  # the settings are a plain pydantic model over the environment
+NOT_FOR_HELP |= {"rich"}  # Typer prints the help; the consoles (worker/console.py) are built on first print
 # Runs ``datasync`` with the given arguments, then prints every module it loaded (in full, dotted) on stderr.
 PROBE = """
 import sys

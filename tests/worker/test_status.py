@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-import worker.cli as cli
 from models.db import get_engine
 from models.schema import Dataset, SyncRun, SyncState
 from models.types import utcnow
@@ -116,7 +115,8 @@ def row(number: int, state: str = "ok") -> dict[str, Any]:
 def printed(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     """What ``datasync`` writes to stdout, on a pipe or (with colours) on a terminal."""
     buffer = io.StringIO()
-    monkeypatch.setattr(cli, "out", Console(file=buffer, width=150, highlight=False, force_terminal=request.param))
+    console = Console(file=buffer, width=150, markup=False, highlight=False, emoji=False, force_terminal=request.param)
+    monkeypatch.setattr(cli_monitoring, "stdout", lambda: console)
     return buffer
 
 
@@ -126,9 +126,9 @@ def test_json_is_streamed_exactly_as_rich_prints_the_whole_array(printed: io.Str
     cli_monitoring.print_json_array(iter(rows))
     streamed = printed.getvalue()
     printed.seek(0), printed.truncate()
-    cli.out.print_json(data=rows)
+    cli_monitoring.stdout().print_json(data=rows)
     assert streamed == printed.getvalue()
-    if not cli.out.is_terminal:
+    if not cli_monitoring.stdout().is_terminal:
         assert json.loads(streamed) == rows
 
 
@@ -142,7 +142,7 @@ def test_the_table_is_printed_in_pieces_exactly_as_one_table(
     cli_monitoring.print_status_table(iter(rows), now, (12, 8))
     streamed = printed.getvalue()
     printed.seek(0), printed.truncate()
-    widths = cli_monitoring.status_widths(cli.out.width, 12, 8)
-    cli.out.print(cli_monitoring._status_table(rows, now, widths, header=True))
+    widths = cli_monitoring.status_widths(cli_monitoring.stdout().width, 12, 8)
+    cli_monitoring.stdout().print(cli_monitoring._status_table(rows, now, widths, header=True))
     assert streamed == printed.getvalue()
     assert streamed.count("dataset_") == count and streamed.count("┏") == 1
